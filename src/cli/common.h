@@ -1,0 +1,24 @@
+#pragma once
+// Shared CLI plumbing: subcommand registration, model loading, output helpers.
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace llmprune::cli {
+
+// Each subcommand registers itself on the app and sets its callback.
+using Register = void (*)(CLI::App& app);
+std::vector<Register>& registry();
+struct AutoRegister {
+  explicit AutoRegister(Register r) { registry().push_back(r); }
+};
+
+// Lower-case, trimmed comma list: "a, b" -> {"a","b"}.
+std::vector<std::string> split_list(const std::string& s);
+std::string format_count(double n);  // 6.81M, 1.23B
+// The directory holding a model (itself, or the folder of a .gguf file): tokenizer files live there.
+std::filesystem::path model_dir_of(const std::string& model);
+
+}  // namespace llmprune::cli

@@ -1,0 +1,57 @@
+#pragma once
+// Forward/backward kernel pairs. No model knowledge: plain fp32 arrays and sizes.
+// Glossary: N = rows (batch B x sequence T), C = channels in, O = channels out,
+// T = sequence length, H = query heads, KVH = key/value heads, D = head_dim, F = MLP width, V = vocab.
+// Backward kernels ACCUMULATE into their gradient outputs (+=), like llm.c; callers zero them.
+#include <cstddef>
+#include <cstdint>
+
+namespace llmprune::kernels {
+
+// out[N,O] = inp[N,C] . W[O,C]^T (+ bias[O]).                         (nn.Linear)
+void linear_forward(float* out, const float* inp, const float* W, const float* bias, int N, int C, int O);
+// C[M,N] (ldc) = A[M,K] (lda) . B[N,K]^T (ldb): a strided GEMM for callers that tile.
+void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc);
+// dinp[N,C] += dout . W ; dW[O,C] += dout^T . inp ; dbias[O] += sum_n dout. Null pointers skip.
+void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, const float* inp, const float* W,
+                     int N, int C, int O);
+
+// out = inp * rstd * w with rstd = 1/sqrt(mean(inp^2) + eps), per row.   (LlamaRMSNorm)
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps);
+void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w, const float* rstd,
+                      int N, int C);
+
+// Rotate-half RoPE in place on x[N, n_heads*D]; row n has position pos[n].
+// cos/sin tables are [max_pos, D/2]: angle(p, i) = p * inv_freq[i].
+void rope_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D);
+// The rotation is orthogonal: backward is the inverse rotation of dx, in place.
+void rope_backward(float* dx, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D);
+
+// Causal attention with GQA over B sequences.
+// q [B, Tq, H, D] (row stride H*D), k/v [B, Tk, KVH, D] (row stride kv_stride, >= KVH*D, so a KV
+// cache with spare capacity works), out [B, Tq, H, D]. Query i sits at absolute position
+// pos0 + i and sees keys 0..pos0+i. probs (optional, [B, H, Tq, Tk]) keeps the softmax for backward.
+void attention_forward(float* out, float* probs, const float* q, const float* k, const float* v, int B, int Tq,
+                       int Tk, int pos0, int H, int KVH, int D, int kv_stride);
+// Backward for pos0 = 0, Tq = Tk = T, kv_stride = KVH*D; dq/dk/dv accumulate.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* probs, int B, int T, int H, int KVH, int D);
+
+// h = silu(gate) * up, elementwise over n.                              (SwiGLU)
+void swiglu_forward(float* h, const float* gate, const float* up, size_t n);
+void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, size_t n);
+
+// out[N,C] = table[tokens[n], :] (table stored as fp32).
+void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C);
+void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int N, int C);
+
+// Cross-entropy of logits[N,V] against targets[N] (target < 0 = not scored).
+// Returns per-row NLL in losses[N] (0 for unscored rows) using a numerically stable log-sum-exp.
+void cross_entropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V);
+// dlogits[N,V] = (softmax(logits) - onehot(target)) * scale for scored rows, 0 otherwise (overwrites).
+void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V, float scale);
+
+// Log-softmax row by row: out[N,V] (may alias logits).
+void log_softmax(float* out, const float* logits, int N, int V);
+
+}  // namespace llmprune::kernels

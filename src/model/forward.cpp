@@ -1,0 +1,191 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/ops.h"
+
+namespace llmprune {
+
+namespace k = kernels;
+
+const float* as_f32(const Tensor& t, std::vector<float>& scratch) {
+  if (t.empty()) return nullptr;
+  if (t.dtype == DType::F32) return t.f32();
+  scratch.resize(size_t(t.numel()));
+  to_f32(t.dtype, t.data, scratch.data(), scratch.size());
+  return scratch.data();
+}
+
+void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N) {
+  const int V = int(W.dim(0)), C = int(W.dim(1));
+  if (W.dtype == DType::F32 && ldo == V) {
+    k::linear_forward(out, inp, W.f32(), nullptr, N, C, V);
+    return;
+  }
+  const int block = 4096;
+  std::vector<float> buf;
+  for (int r0 = 0; r0 < V; r0 += block) {
+    int rows = std::min(block, V - r0);
+    const float* wb;
+    if (W.dtype == DType::F32) {
+      wb = W.f32() + size_t(r0) * C;
+    } else {
+      buf.resize(size_t(rows) * C);
+      to_f32(W.dtype, static_cast<const uint8_t*>(W.data) + size_t(r0) * C * dtype_size(W.dtype), buf.data(), buf.size());
+      wb = buf.data();
+    }
+    // out[:, r0:r0+rows] = inp . wb^T
+    k::gemm_nt(N, rows, C, inp, C, wb, C, out + r0, ldo);
+  }
+}
+
+void LayerF32::load(const Model& m, int layer) {
+  const LayerWeights& L = m.layers[size_t(layer)];
+  for (int r = 0; r < kNumLayerRoles; r++) ptr[size_t(r)] = as_f32(L.w[size_t(r)], buf[size_t(r)]);
+}
+
+void RopeTables::build(const ModelConfig& c, int D, int maxp) {
+  head_dim = D;
+  max_pos = maxp;
+  int half = D / 2;
+  std::vector<float> inv = rope_inv_freq(c, D);
+  cos.resize(size_t(maxp) * half);
+  sin.resize(size_t(maxp) * half);
+  for (int p = 0; p < maxp; p++)
+    for (int i = 0; i < half; i++) {
+      // fp32 angle as HF computes it (positions * inv_freq in float32), then cos/sin
+      float ang = float(p) * inv[size_t(i)];
+      cos[size_t(p) * half + i] = std::cos(ang);
+      sin[size_t(p) * half + i] = std::sin(ang);
+    }
+}
+
+KVCache::KVCache(const Model& m, int b, int maxT) : B(b), max_T(maxT) {
+  for (auto& lc : m.cfg.layers) {
+    k.emplace_back(size_t(B) * maxT * lc.kv_dim());
+    v.emplace_back(size_t(B) * maxT * lc.kv_dim());
+  }
+}
+
+Runner::Runner(const Model& m, int max_pos) : m_(m) {
+  rope_.build(m.cfg, m.cfg.head_dim, std::max(max_pos, m.cfg.max_pos));
+}
+
+void Runner::embed(const int32_t* tokens, int N, float* x) const {
+  const Tensor& E = m_.embed();
+  const int C = m_.cfg.hidden;
+  const size_t es = dtype_size(E.dtype);
+#pragma omp parallel for
+  for (int n = 0; n < N; n++)
+    to_f32(E.dtype, static_cast<const uint8_t*>(E.data) + size_t(tokens[n]) * C * es, x + size_t(n) * C, size_t(C));
+}
+
+void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts) {
+  const LayerConfig& lc = m_.cfg.layers[size_t(l)];
+  const int C = m_.cfg.hidden, H = lc.n_head, KVH = lc.n_kv_head, D = lc.head_dim, F = lc.d_ff;
+  const int N = B * T, QD = H * D, KD = KVH * D;
+  const int pos0 = cache ? cache->len : 0;
+  LayerActs& a = acts ? *acts : scratch_;
+  auto sz = [](std::vector<float>& v, size_t n) { if (v.size() < n) v.resize(n); };
+  sz(a.xn1, size_t(N) * C); sz(a.rstd1, size_t(N));
+  sz(a.q, size_t(N) * QD); sz(a.k, size_t(N) * KD); sz(a.v, size_t(N) * KD);
+  sz(a.att, size_t(N) * QD); sz(a.xn2, size_t(N) * C); sz(a.rstd2, size_t(N));
+  sz(a.gate, size_t(N) * F); sz(a.up, size_t(N) * F); sz(a.h, size_t(N) * F);
+  if (acts) { sz(a.probs, size_t(B) * H * T * T); sz(a.x_mid, size_t(N) * C); }
+
+  pos_.resize(size_t(N));
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) pos_[size_t(b) * T + t] = pos0 + t;
+
+  const float eps = float(m_.cfg.rms_eps);
+  k::rmsnorm_forward(a.xn1.data(), a.rstd1.data(), x, w[Role::AttnNorm], N, C, eps);
+  k::linear_forward(a.q.data(), a.xn1.data(), w[Role::Q], w[Role::QBias], N, C, QD);
+  k::linear_forward(a.k.data(), a.xn1.data(), w[Role::K], w[Role::KBias], N, C, KD);
+  k::linear_forward(a.v.data(), a.xn1.data(), w[Role::V], w[Role::VBias], N, C, KD);
+  k::rope_forward(a.q.data(), pos_.data(), rope_.cos.data(), rope_.sin.data(), N, H, D);
+  k::rope_forward(a.k.data(), pos_.data(), rope_.cos.data(), rope_.sin.data(), N, KVH, D);
+  if (cache) {
+    // Append this step's K/V at positions pos0.., then attend over the whole cache.
+    float* ck = cache->k[size_t(l)].data();
+    float* cv = cache->v[size_t(l)].data();
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < T; t++) {
+        size_t dst = (size_t(b) * cache->max_T + pos0 + t) * KD, src = (size_t(b) * T + t) * KD;
+        std::memcpy(ck + dst, a.k.data() + src, sizeof(float) * KD);
+        std::memcpy(cv + dst, a.v.data() + src, sizeof(float) * KD);
+      }
+    // k/v rows of sequence b start at b*max_T; view them as [B, max_T, KD] with Tk = pos0+T.
+    // attention_forward indexes sequences with stride Tk*kv_stride, so run per sequence.
+    for (int b = 0; b < B; b++)
+      k::attention_forward(a.att.data() + size_t(b) * T * QD, nullptr, a.q.data() + size_t(b) * T * QD,
+                           ck + size_t(b) * cache->max_T * KD, cv + size_t(b) * cache->max_T * KD, 1, T, pos0 + T, pos0,
+                           H, KVH, D, KD);
+  } else {
+    k::attention_forward(a.att.data(), acts ? a.probs.data() : nullptr, a.q.data(), a.k.data(), a.v.data(), B, T, T, 0,
+                         H, KVH, D, KD);
+  }
+  // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
+  std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
+  k::linear_forward(proj.data(), a.att.data(), w[Role::O], nullptr, N, QD, C);
+  for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
+  if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
+
+  k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
+  k::linear_forward(a.gate.data(), a.xn2.data(), w[Role::Gate], nullptr, N, C, F);
+  k::linear_forward(a.up.data(), a.xn2.data(), w[Role::Up], nullptr, N, C, F);
+  k::swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), size_t(N) * F);
+  // The MLP output goes into a scratch row block, then the residual add.
+  std::vector<float>& out = scratch_.x_mid;
+  sz(out, size_t(N) * C);
+  k::linear_forward(out.data(), a.h.data(), w[Role::Down], nullptr, N, F, C);
+  for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
+}
+
+void Runner::head(const float* x, int N, float* xn, float* rstd, float* logits) {
+  std::vector<float> nscratch;
+  const float* nw = as_f32(m_.final_norm(), nscratch);
+  k::rmsnorm_forward(xn, rstd, x, nw, N, m_.cfg.hidden, float(m_.cfg.rms_eps));
+  linear_any_dtype(logits, m_.cfg.vocab, xn, m_.lm_head(), N);
+}
+
+void Runner::forward(const int32_t* tokens, int B, int T, float* logits, KVCache* cache, bool last_only) {
+  const int C = m_.cfg.hidden, N = B * T;
+  std::vector<float> x(size_t(N) * C);
+  embed(tokens, N, x.data());
+  for (int l = 0; l < m_.cfg.n_layer; l++) {
+    w_.load(m_, l);
+    layer_forward(l, w_, x.data(), B, T, cache, nullptr);
+  }
+  if (cache) cache->len += T;
+  if (last_only) {
+    std::vector<float> xl(size_t(B) * C), xn(size_t(B) * C);
+    for (int b = 0; b < B; b++) std::memcpy(xl.data() + size_t(b) * C, x.data() + (size_t(b) * T + T - 1) * C, sizeof(float) * C);
+    head(xl.data(), B, xn.data(), nullptr, logits);
+  } else {
+    std::vector<float> xn(size_t(N) * C);
+    head(x.data(), N, xn.data(), nullptr, logits);
+  }
+}
+
+NllResult sequence_nll(Runner& r, const int32_t* tokens, int B, int T, const int* score_from) {
+  const int V = r.model().cfg.vocab;
+  std::vector<float> logits(size_t(B) * T * V);
+  r.forward(tokens, B, T, logits.data());
+  std::vector<int32_t> targets(size_t(B) * T, -1);
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t + 1 < T; t++)
+      if (!score_from || t + 1 >= score_from[b]) targets[size_t(b) * T + t] = tokens[size_t(b) * T + t + 1];
+  std::vector<float> losses(size_t(B) * T);
+  kernels::cross_entropy_forward(losses.data(), logits.data(), targets.data(), B * T, V);
+  NllResult res;
+  for (size_t i = 0; i < losses.size(); i++)
+    if (targets[i] >= 0) {
+      res.nll_sum += losses[i];
+      res.count++;
+    }
+  return res;
+}
+
+}  // namespace llmprune

@@ -1,0 +1,84 @@
+#pragma once
+// The forward pass over a Model, layer by layer. Weights are converted to fp32 one layer at a
+// time into buffers reused across layers (no fp32 copy of the whole model).
+// Glossary: B = sequences, T = tokens per sequence, N = B*T rows, C = hidden, V = vocab.
+#include <array>
+#include <vector>
+
+#include "model/model.h"
+
+namespace llmprune {
+
+// fp32 pointer for a tensor: the tensor itself when stored as F32, else a converted copy in `scratch`.
+const float* as_f32(const Tensor& t, std::vector<float>& scratch);
+
+// out[N, V] (row stride ldo) = inp[N, C] . W[V, C]^T for a weight in any dtype, converting
+// blocks of rows at a time so a bf16 lm_head never needs a full fp32 copy.
+void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N);
+
+struct LayerF32 {
+  std::array<const float*, kNumLayerRoles> ptr{};
+  std::array<std::vector<float>, kNumLayerRoles> buf;
+  void load(const Model& m, int layer);
+  const float* operator[](Role r) const { return ptr[size_t(r)]; }
+};
+
+struct RopeTables {
+  int head_dim = 0, max_pos = 0;
+  std::vector<float> cos, sin;  // [max_pos, head_dim/2]
+  void build(const ModelConfig& c, int head_dim, int max_pos);
+};
+
+// Activations of one layer that the backward pass needs (all [N, ...] row-major).
+struct LayerActs {
+  std::vector<float> xn1, rstd1;        // attention-norm output [N,C], [N]
+  std::vector<float> q, k, v;           // after RoPE (q, k): [N,H*D], [N,KVH*D], [N,KVH*D]
+  std::vector<float> probs;             // [B,H,T,T]
+  std::vector<float> att;               // attention output before o_proj [N,H*D]
+  std::vector<float> x_mid;             // residual after attention [N,C]
+  std::vector<float> xn2, rstd2;        // MLP-norm output [N,C], [N]
+  std::vector<float> gate, up, h;       // [N,F] each; h = silu(gate)*up
+};
+
+// Per-layer K/V for incremental decoding: k[l], v[l] are [B, max_T, KVH_l*D].
+struct KVCache {
+  int B = 0, max_T = 0, len = 0;
+  std::vector<std::vector<float>> k, v;
+  KVCache(const Model& m, int B, int max_T);
+};
+
+class Runner {
+ public:
+  explicit Runner(const Model& m, int max_pos = 0);
+  const Model& model() const { return m_; }
+
+  // B sequences of T tokens. logits: [B*T, V], or [B, V] (last position only) when last_only.
+  // With a cache, tokens continue at positions cache->len.. and the cache grows by T.
+  void forward(const int32_t* tokens, int B, int T, float* logits, KVCache* cache = nullptr, bool last_only = false);
+
+  // Embedding lookup into x[N, C] (converting only the rows used).
+  void embed(const int32_t* tokens, int N, float* x) const;
+  // One decoder layer in place on x[N, C]. acts (optional) keeps what backward needs.
+  void layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts);
+  // Final norm into xn[N,C] (rstd [N] optional), then logits[N,V] (ld V).
+  void head(const float* x, int N, float* xn, float* rstd, float* logits);
+  const RopeTables& rope() const { return rope_; }
+
+ private:
+  const Model& m_;
+  RopeTables rope_;
+  LayerF32 w_;
+  LayerActs scratch_;
+  std::vector<int32_t> pos_;
+};
+
+// Mean-NLL scoring of a batch: sum of NLL over scored targets (targets[i] < 0 = skip).
+struct NllResult {
+  double nll_sum = 0;
+  int64_t count = 0;
+};
+// tokens [B, T]; position t predicts token t+1 inside each sequence; only positions >= score_from[b]
+// (in target index terms: target index t+1 >= score_from) are counted.
+NllResult sequence_nll(Runner& r, const int32_t* tokens, int B, int T, const int* score_from = nullptr);
+
+}  // namespace llmprune

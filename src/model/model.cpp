@@ -1,0 +1,201 @@
+#include "model/model.h"
+
+#include <fstream>
+#include <map>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "io/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace llmprune {
+
+// Defined in io/ GGUF import (model/gguf_model.cpp) when available.
+Model load_gguf_model(const fs::path& file);
+
+Model Model::load(const fs::path& path) {
+  if (!fs::exists(path)) throw input_error(path.string(), "no such file or directory");
+  if (fs::is_regular_file(path) && path.extension() == ".gguf") return load_gguf_model(path);
+  if (!fs::is_directory(path)) throw input_error(path.string(), "expected a model directory (config.json + safetensors) or a .gguf file");
+  fs::path cfg_path = path / "config.json";
+  if (!fs::exists(cfg_path)) throw input_error(cfg_path.string(), "missing (not an HF model directory?)");
+  ModelConfig cfg = ModelConfig::load(cfg_path);
+  std::vector<fs::path> files;
+  auto tensors = load_checkpoint_tensors(path, &files);
+  Model m = from_tensors(std::move(cfg), std::move(tensors), path.string());
+  m.dir = path;
+  m.files = files;
+  return m;
+}
+
+Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
+  Model m;
+  m.cfg = std::move(cfg);
+  m.arch = &arch_for_model_type(m.cfg.model_type, source + "/config.json");
+  auto take = [&](const std::string& name, bool optional) -> Tensor {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      if (!optional) throw input_error(source, "missing tensor '" + name + "'");
+      return Tensor{};
+    }
+    Tensor t = std::move(it->second);
+    tensors.erase(it);
+    return t;
+  };
+  for (int g = 0; g < kNumGlobalRoles; g++) {
+    const RoleDesc& d = m.arch->global[size_t(g)];
+    bool optional = d.optional;
+    if (GlobalRole(g) == GlobalRole::LmHead) optional = m.cfg.tied;
+    m.global[size_t(g)] = take(d.pattern, optional);
+  }
+  if (!m.cfg.tied && m.global[size_t(GlobalRole::LmHead)].empty())
+    throw input_error(source, "missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
+  if (m.cfg.tied && !m.global[size_t(GlobalRole::LmHead)].empty()) {
+    // Some tied checkpoints also store lm_head; the embedding is authoritative when tied.
+    m.global[size_t(GlobalRole::LmHead)] = Tensor{};
+  }
+  m.layers.resize(size_t(m.cfg.n_layer));
+  for (int l = 0; l < m.cfg.n_layer; l++)
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const RoleDesc& d = m.arch->layer[size_t(r)];
+      m.layers[size_t(l)].w[size_t(r)] = take(layer_tensor_name(*m.arch, Role(r), l), d.optional);
+    }
+  for (auto& [name, t] : tensors) {
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // old checkpoints carry this buffer
+    throw input_error(source, "unexpected tensor '" + name + "' (not part of a " + m.arch->family + " model; more layers than num_hidden_layers?)");
+  }
+  m.validate_and_derive_sizes(source);
+  return m;
+}
+
+void Model::validate_and_derive_sizes(const std::string& source) {
+  const int C = cfg.hidden, hd = cfg.head_dim, V = cfg.vocab;
+  auto expect = [&](const Tensor& t, const std::string& name, std::vector<int64_t> shape) {
+    if (t.shape != shape)
+      throw input_error(source, "tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " + shape_str(shape));
+  };
+  auto expect_matrix = [&](const Tensor& t, const std::string& name) {
+    if (t.ndim() != 2) throw input_error(source, "tensor '" + name + "' must be 2-D, has shape " + shape_str(t.shape));
+  };
+  expect(embed(), "model.embed_tokens.weight", {V, C});
+  expect(final_norm(), "model.norm.weight", {C});
+  if (!cfg.tied) expect(global[size_t(GlobalRole::LmHead)], "lm_head.weight", {V, C});
+  DType dt = embed().dtype;
+  cfg.layers.assign(layers.size(), LayerConfig{});
+  for (size_t l = 0; l < layers.size(); l++) {
+    auto& L = layers[l];
+    auto nm = [&](Role r) { return layer_tensor_name(*arch, r, int(l)); };
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const Tensor& t = L.w[size_t(r)];
+      if (!t.empty() && t.dtype != dt && !role_desc(*arch, Role(r)).is_norm && !role_desc(*arch, Role(r)).is_bias)
+        throw input_error(source, "tensor '" + nm(Role(r)) + "' is " + dtype_name(t.dtype) + " but the model is " + dtype_name(dt));
+    }
+    expect(L[Role::AttnNorm], nm(Role::AttnNorm), {C});
+    expect(L[Role::MlpNorm], nm(Role::MlpNorm), {C});
+    expect_matrix(L[Role::Q], nm(Role::Q));
+    expect_matrix(L[Role::K], nm(Role::K));
+    expect_matrix(L[Role::Gate], nm(Role::Gate));
+    int64_t qrows = L[Role::Q].dim(0), kvrows = L[Role::K].dim(0), ff = L[Role::Gate].dim(0);
+    if (qrows % hd != 0 || qrows == 0)
+      throw input_error(source, "tensor '" + nm(Role::Q) + "' has " + std::to_string(qrows) + " rows, not a positive multiple of head_dim " + std::to_string(hd));
+    if (kvrows % hd != 0 || kvrows == 0)
+      throw input_error(source, "tensor '" + nm(Role::K) + "' has " + std::to_string(kvrows) + " rows, not a positive multiple of head_dim " + std::to_string(hd));
+    LayerConfig lc;
+    lc.head_dim = hd;
+    lc.n_head = int(qrows / hd);
+    lc.n_kv_head = int(kvrows / hd);
+    lc.d_ff = int(ff);
+    if (lc.n_head % lc.n_kv_head != 0)
+      throw input_error(source, "layer " + std::to_string(l) + ": " + std::to_string(lc.n_head) + " query heads are not a multiple of " +
+                                    std::to_string(lc.n_kv_head) + " KV heads");
+    expect(L[Role::Q], nm(Role::Q), {qrows, C});
+    expect(L[Role::K], nm(Role::K), {kvrows, C});
+    expect(L[Role::V], nm(Role::V), {kvrows, C});
+    expect(L[Role::O], nm(Role::O), {C, qrows});
+    expect(L[Role::Gate], nm(Role::Gate), {ff, C});
+    expect(L[Role::Up], nm(Role::Up), {ff, C});
+    expect(L[Role::Down], nm(Role::Down), {C, ff});
+    if (!L[Role::QBias].empty()) expect(L[Role::QBias], nm(Role::QBias), {qrows});
+    if (!L[Role::KBias].empty()) expect(L[Role::KBias], nm(Role::KBias), {kvrows});
+    if (!L[Role::VBias].empty()) expect(L[Role::VBias], nm(Role::VBias), {kvrows});
+    bool any_bias = !L[Role::QBias].empty() || !L[Role::KBias].empty() || !L[Role::VBias].empty();
+    bool all_bias = !L[Role::QBias].empty() && !L[Role::KBias].empty() && !L[Role::VBias].empty();
+    if (any_bias != all_bias) throw input_error(source, "layer " + std::to_string(l) + ": q/k/v biases must be all present or all absent");
+    if (arch->qkv_bias_expected && !all_bias) throw input_error(source, "missing tensor '" + nm(Role::QBias) + "' (" + arch->family + " has q/k/v biases)");
+    cfg.layers[l] = lc;
+  }
+}
+
+void Model::for_each_tensor(const std::function<void(const std::string&, const Tensor&)>& fn) const {
+  fn(arch->global[size_t(GlobalRole::Embed)].pattern, embed());
+  for (size_t l = 0; l < layers.size(); l++)
+    for (int r = 0; r < kNumLayerRoles; r++)
+      if (!layers[l].w[size_t(r)].empty()) fn(layer_tensor_name(*arch, Role(r), int(l)), layers[l].w[size_t(r)]);
+  fn(arch->global[size_t(GlobalRole::FinalNorm)].pattern, final_norm());
+  if (!cfg.tied) fn(arch->global[size_t(GlobalRole::LmHead)].pattern, global[size_t(GlobalRole::LmHead)]);
+}
+
+void Model::for_each_tensor_mut(const std::function<void(const std::string&, Tensor&)>& fn) {
+  fn(arch->global[size_t(GlobalRole::Embed)].pattern, global[size_t(GlobalRole::Embed)]);
+  for (size_t l = 0; l < layers.size(); l++)
+    for (int r = 0; r < kNumLayerRoles; r++)
+      if (!layers[l].w[size_t(r)].empty()) fn(layer_tensor_name(*arch, Role(r), int(l)), layers[l].w[size_t(r)]);
+  fn(arch->global[size_t(GlobalRole::FinalNorm)].pattern, global[size_t(GlobalRole::FinalNorm)]);
+  if (!cfg.tied) fn(arch->global[size_t(GlobalRole::LmHead)].pattern, global[size_t(GlobalRole::LmHead)]);
+}
+
+int64_t Model::n_params() const {
+  int64_t n = 0;
+  for_each_tensor([&](const std::string&, const Tensor& t) { n += t.numel(); });
+  return n;
+}
+
+ParamCounts count_params(const Model& m) {
+  ParamCounts p;
+  p.embed = m.embed().numel();
+  p.lm_head = m.cfg.tied ? 0 : m.global[size_t(GlobalRole::LmHead)].numel();
+  p.norms = m.final_norm().numel();
+  for (auto& L : m.layers) {
+    p.norms += L[Role::AttnNorm].numel() + L[Role::MlpNorm].numel();
+    for (Role r : {Role::Q, Role::QBias, Role::K, Role::KBias, Role::V, Role::VBias, Role::O})
+      if (!L[r].empty()) p.attention += L[r].numel();
+    for (Role r : {Role::Gate, Role::Up, Role::Down}) p.mlp += L[r].numel();
+  }
+  p.total = p.embed + p.lm_head + p.norms + p.attention + p.mlp;
+  return p;
+}
+
+void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs::path& source_dir) {
+  SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  m.for_each_tensor([&](const std::string& name, const Tensor& t) {
+    Tensor keep = t;
+    w.add(name, dtype, t.shape, [keep, dtype](void* dst) {
+      size_t n = size_t(keep.numel());
+      if (keep.dtype == dtype) {
+        std::memcpy(dst, keep.data, keep.nbytes());
+      } else {
+        std::vector<float> tmp(n);
+        to_f32(keep.dtype, keep.data, tmp.data(), n);
+        from_f32(dtype, tmp.data(), dst, n);
+      }
+    });
+  });
+  w.write(dir / "model.safetensors");
+  nlohmann::json cfg = m.cfg.to_json();
+  cfg["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
+  atomic_write_file(dir / "config.json", cfg.dump(2) + "\n");
+  nlohmann::json gen = {{"bos_token_id", m.cfg.bos_id}, {"eos_token_id", m.cfg.eos_id}};
+  if (!source_dir.empty() && fs::exists(source_dir / "generation_config.json")) {
+    std::ifstream in(source_dir / "generation_config.json");
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_discarded() && j.is_object()) gen = j;
+  }
+  atomic_write_file(dir / "generation_config.json", gen.dump(2) + "\n");
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+    if (!source_dir.empty() && fs::exists(source_dir / f)) fs::copy_file(source_dir / f, dir / f, fs::copy_options::overwrite_existing);
+  }
+}
+
+}  // namespace llmprune

@@ -1,0 +1,65 @@
+#pragma once
+// A loaded model: config, per-layer sizes, and every weight as a Tensor in its storage dtype
+// (views into mmap'd files until something modifies them).
+#include <array>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "arch/arch.h"
+#include "core/tensor.h"
+#include "model/config.h"
+
+namespace llmprune {
+
+struct LayerWeights {
+  std::array<Tensor, kNumLayerRoles> w;  // indexed by Role; optional roles may be empty
+  Tensor& operator[](Role r) { return w[size_t(r)]; }
+  const Tensor& operator[](Role r) const { return w[size_t(r)]; }
+};
+
+struct Model {
+  ModelConfig cfg;
+  const ArchDesc* arch = nullptr;
+  std::filesystem::path dir;                      // where it was loaded from
+  std::vector<std::filesystem::path> files;       // weight files (for hashing / size on disk)
+  std::array<Tensor, kNumGlobalRoles> global;     // embed, final_norm, lm_head (empty when tied)
+  std::vector<LayerWeights> layers;
+
+  const Tensor& embed() const { return global[size_t(GlobalRole::Embed)]; }
+  const Tensor& final_norm() const { return global[size_t(GlobalRole::FinalNorm)]; }
+  // The output projection: lm_head, or the embedding when tied.
+  const Tensor& lm_head() const {
+    return cfg.tied ? global[size_t(GlobalRole::Embed)] : global[size_t(GlobalRole::LmHead)];
+  }
+  DType storage_dtype() const { return embed().dtype; }
+
+  // Loads a checkpoint directory (config.json + safetensors, or a .gguf file), validating every
+  // shape against its role and deriving per-layer sizes from the shapes.
+  static Model load(const std::filesystem::path& path);
+  // Builds the model from named tensors (HF names) and a config; used by load and by GGUF import.
+  static Model from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source);
+  // Recomputes cfg.layers from the tensor shapes and checks all shapes are consistent.
+  void validate_and_derive_sizes(const std::string& source);
+
+  // Visits every present tensor with its HF name (execution order).
+  void for_each_tensor(const std::function<void(const std::string& name, const Tensor& t)>& fn) const;
+  void for_each_tensor_mut(const std::function<void(const std::string& name, Tensor& t)>& fn);
+
+  int64_t n_params() const;
+};
+
+// Parameter counts by role for `info` and reports.
+struct ParamCounts {
+  int64_t embed = 0, lm_head = 0, attention = 0, mlp = 0, norms = 0, total = 0;
+};
+ParamCounts count_params(const Model& m);
+
+// Writes the model as an HF directory (config.json, model.safetensors, generation_config.json)
+// into `dir` (which must exist), converting weights to `dtype`, streaming tensor by tensor.
+// Tokenizer files of `source_dir` are copied when present.
+void save_model_files(const Model& m, const std::filesystem::path& dir, DType dtype,
+                      const std::filesystem::path& source_dir);
+
+}  // namespace llmprune

@@ -1,0 +1,98 @@
+#include <sentencepiece_processor.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llmprune {
+namespace {
+
+class SentencePieceTokenizer : public Tokenizer {
+ public:
+  explicit SentencePieceTokenizer(const std::filesystem::path& file) {
+    auto st = sp_.Load(file.string());
+    if (!st.ok()) throw input_error(file.string(), "not a SentencePiece model: " + st.ToString());
+    bos_id_ = sp_.bos_id();
+    eos_id_ = sp_.eos_id();
+  }
+  std::vector<int32_t> encode(std::string_view text) const override {
+    std::vector<int> ids;
+    auto st = sp_.Encode(std::string(text), &ids);
+    if (!st.ok()) throw RuntimeError("sentencepiece encode failed: " + st.ToString());
+    return std::vector<int32_t>(ids.begin(), ids.end());
+  }
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    std::vector<int> v;
+    v.reserve(ids.size());
+    for (int32_t id : ids)
+      if (id >= 0 && id < sp_.GetPieceSize() && !sp_.IsControl(id)) v.push_back(id);
+    std::string out;
+    auto st = sp_.Decode(v, &out);
+    if (!st.ok()) throw RuntimeError("sentencepiece decode failed: " + st.ToString());
+    return out;
+  }
+  int32_t vocab_size() const override { return sp_.GetPieceSize(); }
+  std::string id_to_piece(int32_t id) const override { return sp_.IdToPiece(id); }
+  std::string kind() const override { return "sentencepiece"; }
+
+ private:
+  sentencepiece::SentencePieceProcessor sp_;
+};
+
+int json_int_or(const std::filesystem::path& file, const char* key, int fallback) {
+  std::ifstream in(file);
+  if (!in) return fallback;
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains(key)) return fallback;
+  const auto& v = j[key];
+  if (v.is_number_integer()) return v.get<int>();
+  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int>();
+  return fallback;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_sentencepiece(const std::filesystem::path& file) {
+  return std::make_unique<SentencePieceTokenizer>(file);
+}
+
+// Defined in tokenizer/hf_tokenizer.cpp when tokenizer.json support is built.
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::filesystem::path& file);
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir) {
+  std::unique_ptr<Tokenizer> tok;
+  if (std::filesystem::exists(model_dir / "tokenizer.json"))
+    tok = load_hf_tokenizer_json(model_dir / "tokenizer.json");
+  else if (std::filesystem::exists(model_dir / "tokenizer.model"))
+    tok = load_sentencepiece(model_dir / "tokenizer.model");
+  else
+    throw input_error(model_dir.string(), "no tokenizer.json or tokenizer.model in the model directory");
+  int bos = json_int_or(model_dir / "generation_config.json", "bos_token_id", tok->bos_id());
+  int eos = json_int_or(model_dir / "generation_config.json", "eos_token_id", tok->eos_id());
+  bos = json_int_or(model_dir / "config.json", "bos_token_id", bos);
+  eos = json_int_or(model_dir / "config.json", "eos_token_id", eos);
+  tok->set_special_ids(bos, eos);
+  return tok;
+}
+
+std::string StreamDecoder::push(int32_t id) {
+  ids_.push_back(id);
+  std::string text = tok_.decode(ids_);
+  // Hold back an incomplete UTF-8 tail (byte-fallback tokens arrive one byte at a time).
+  size_t end = text.size();
+  size_t i = end;
+  while (i > 0 && (static_cast<unsigned char>(text[i - 1]) & 0xC0) == 0x80) i--;
+  if (i > 0) {
+    unsigned char lead = static_cast<unsigned char>(text[i - 1]);
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (end - (i - 1) < need) end = i - 1;
+  }
+  if (end <= printed_) return "";
+  std::string out = text.substr(printed_, end - printed_);
+  printed_ = end;
+  return out;
+}
+
+}  // namespace llmprune

@@ -1,0 +1,282 @@
+// Every kernel against a plain scalar double-precision reference, and every backward against
+// central finite differences (in double) of that reference, on tiny shapes including GQA.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "test_util.h"
+
+namespace llmprune {
+namespace {
+
+namespace k = kernels;
+using Vec = std::vector<double>;
+using Fn = std::function<Vec(const Vec&)>;
+
+std::vector<float> to_f(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+Vec to_d(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
+Vec rand_d(size_t n, uint32_t seed, double scale = 1.0) { return to_d(test::random_vec(n, seed, float(scale))); }
+
+::testing::AssertionResult close(const std::vector<float>& got, const Vec& ref, double atol, double rtol) {
+  if (got.size() != ref.size()) return ::testing::AssertionFailure() << "size " << got.size() << " vs " << ref.size();
+  double worst = 0;
+  size_t wi = 0;
+  for (size_t i = 0; i < got.size(); i++) {
+    double err = std::abs(got[i] - ref[i]) - (atol + rtol * std::abs(ref[i]));
+    if (err > worst) { worst = err; wi = i; }
+  }
+  if (worst > 0)
+    return ::testing::AssertionFailure() << "element " << wi << ": got " << got[wi] << ", ref " << ref[wi];
+  return ::testing::AssertionSuccess();
+}
+
+// d/dx of L(x) = sum(dout . f(x)) by central differences.
+Vec numeric_grad(const Fn& f, const Vec& x, const Vec& dout, double h = 1e-5) {
+  Vec g(x.size());
+  Vec xp = x;
+  for (size_t i = 0; i < x.size(); i++) {
+    xp[i] = x[i] + h;
+    Vec a = f(xp);
+    xp[i] = x[i] - h;
+    Vec b = f(xp);
+    xp[i] = x[i];
+    double s = 0;
+    for (size_t j = 0; j < a.size(); j++) s += dout[j] * (a[j] - b[j]);
+    g[i] = s / (2 * h);
+  }
+  return g;
+}
+
+// ---- scalar references (double) ----
+Vec ref_linear(const Vec& x, const Vec& W, const Vec* b, int N, int C, int O) {
+  Vec y(size_t(N) * O);
+  for (int n = 0; n < N; n++)
+    for (int o = 0; o < O; o++) {
+      double s = b ? (*b)[size_t(o)] : 0;
+      for (int c = 0; c < C; c++) s += x[size_t(n) * C + c] * W[size_t(o) * C + c];
+      y[size_t(n) * O + o] = s;
+    }
+  return y;
+}
+Vec ref_rmsnorm(const Vec& x, const Vec& w, int N, int C, double eps) {
+  Vec y(x.size());
+  for (int n = 0; n < N; n++) {
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += x[size_t(n) * C + c] * x[size_t(n) * C + c];
+    double r = 1 / std::sqrt(ss / C + eps);
+    for (int c = 0; c < C; c++) y[size_t(n) * C + c] = x[size_t(n) * C + c] * r * w[size_t(c)];
+  }
+  return y;
+}
+Vec ref_rope(const Vec& x, const std::vector<int32_t>& pos, const std::vector<float>& cs, const std::vector<float>& sn, int N,
+             int H, int D) {
+  Vec y = x;
+  int half = D / 2;
+  for (int n = 0; n < N; n++)
+    for (int h = 0; h < H; h++)
+      for (int i = 0; i < D; i++) {
+        size_t base = (size_t(n) * H + h) * D;
+        int fi = i % half;
+        double c = cs[size_t(pos[size_t(n)]) * half + fi], s = sn[size_t(pos[size_t(n)]) * half + fi];
+        double rot = i < half ? -x[base + i + half] : x[base + i - half];
+        y[base + i] = x[base + i] * c + rot * s;
+      }
+  return y;
+}
+Vec ref_attention(const Vec& q, const Vec& kk, const Vec& v, int B, int T, int H, int KVH, int D) {
+  Vec out(size_t(B) * T * H * D, 0.0);
+  int rep = H / KVH;
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++)
+      for (int i = 0; i < T; i++) {
+        int g = h / rep;
+        std::vector<double> s(size_t(i) + 1);
+        double mx = -1e300;
+        for (int j = 0; j <= i; j++) {
+          double d = 0;
+          for (int e = 0; e < D; e++)
+            d += q[((size_t(b) * T + i) * H + h) * D + e] * kk[((size_t(b) * T + j) * KVH + g) * D + e];
+          s[size_t(j)] = d / std::sqrt(double(D));
+          mx = std::max(mx, s[size_t(j)]);
+        }
+        double sum = 0;
+        for (auto& x : s) { x = std::exp(x - mx); sum += x; }
+        for (int e = 0; e < D; e++) {
+          double acc = 0;
+          for (int j = 0; j <= i; j++) acc += s[size_t(j)] / sum * v[((size_t(b) * T + j) * KVH + g) * D + e];
+          out[((size_t(b) * T + i) * H + h) * D + e] = acc;
+        }
+      }
+  return out;
+}
+
+TEST(Kernels, LinearForwardBackward) {
+  const int N = 3, C = 5, O = 4;
+  Vec x = rand_d(N * C, 1), W = rand_d(O * C, 2), b = rand_d(O, 3), dout = rand_d(N * O, 4);
+  std::vector<float> y(N * O);
+  auto xf = to_f(x), Wf = to_f(W), bf = to_f(b), df = to_f(dout);
+  k::linear_forward(y.data(), xf.data(), Wf.data(), bf.data(), N, C, O);
+  EXPECT_TRUE(close(y, ref_linear(x, W, &b, N, C, O), 1e-5, 1e-5));
+  std::vector<float> dx(N * C, 0), dW(O * C, 0), db(O, 0);
+  k::linear_backward(dx.data(), dW.data(), db.data(), df.data(), xf.data(), Wf.data(), N, C, O);
+  EXPECT_TRUE(close(dx, numeric_grad([&](const Vec& xx) { return ref_linear(xx, W, &b, N, C, O); }, x, dout), 1e-4, 1e-4));
+  EXPECT_TRUE(close(dW, numeric_grad([&](const Vec& ww) { return ref_linear(x, ww, &b, N, C, O); }, W, dout), 1e-4, 1e-4));
+  EXPECT_TRUE(close(db, numeric_grad([&](const Vec& bb) { return ref_linear(x, W, &bb, N, C, O); }, b, dout), 1e-4, 1e-4));
+}
+
+TEST(Kernels, LinearBackwardAccumulates) {
+  const int N = 2, C = 3, O = 2;
+  auto x = test::random_vec(N * C, 5), W = test::random_vec(O * C, 6), d = test::random_vec(N * O, 7);
+  std::vector<float> dW1(O * C, 0), dW2(O * C, 0);
+  k::linear_backward(nullptr, dW1.data(), nullptr, d.data(), x.data(), W.data(), N, C, O);
+  k::linear_backward(nullptr, dW2.data(), nullptr, d.data(), x.data(), W.data(), N, C, O);
+  k::linear_backward(nullptr, dW2.data(), nullptr, d.data(), x.data(), W.data(), N, C, O);
+  for (int i = 0; i < O * C; i++) EXPECT_NEAR(dW2[size_t(i)], 2 * dW1[size_t(i)], 1e-5);
+}
+
+TEST(Kernels, RMSNormForwardBackward) {
+  const int N = 3, C = 7;
+  const double eps = 1e-5;
+  Vec x = rand_d(N * C, 11), w = rand_d(C, 12), dout = rand_d(N * C, 13);
+  auto xf = to_f(x), wf = to_f(w), df = to_f(dout);
+  std::vector<float> y(N * C), rstd(N);
+  k::rmsnorm_forward(y.data(), rstd.data(), xf.data(), wf.data(), N, C, float(eps));
+  EXPECT_TRUE(close(y, ref_rmsnorm(x, w, N, C, eps), 1e-5, 1e-5));
+  std::vector<float> dx(N * C, 0), dw(C, 0);
+  k::rmsnorm_backward(dx.data(), dw.data(), df.data(), xf.data(), wf.data(), rstd.data(), N, C);
+  EXPECT_TRUE(close(dx, numeric_grad([&](const Vec& xx) { return ref_rmsnorm(xx, w, N, C, eps); }, x, dout), 1e-4, 1e-4));
+  EXPECT_TRUE(close(dw, numeric_grad([&](const Vec& ww) { return ref_rmsnorm(x, ww, N, C, eps); }, w, dout), 1e-4, 1e-4));
+}
+
+TEST(Kernels, RopeForwardBackward) {
+  const int N = 4, H = 2, D = 6, half = D / 2, maxp = 10;
+  std::vector<float> cs(maxp * half), sn(maxp * half);
+  for (int p = 0; p < maxp; p++)
+    for (int i = 0; i < half; i++) {
+      float ang = float(p) * std::pow(10000.0f, -2.0f * i / D);
+      cs[size_t(p * half + i)] = std::cos(ang);
+      sn[size_t(p * half + i)] = std::sin(ang);
+    }
+  std::vector<int32_t> pos = {0, 3, 7, 9};
+  Vec x = rand_d(N * H * D, 21), dout = rand_d(N * H * D, 22);
+  auto xf = to_f(x);
+  k::rope_forward(xf.data(), pos.data(), cs.data(), sn.data(), N, H, D);
+  EXPECT_TRUE(close(xf, ref_rope(x, pos, cs, sn, N, H, D), 1e-5, 1e-5));
+  auto g = to_f(dout);
+  k::rope_backward(g.data(), pos.data(), cs.data(), sn.data(), N, H, D);
+  EXPECT_TRUE(close(g, numeric_grad([&](const Vec& xx) { return ref_rope(xx, pos, cs, sn, N, H, D); }, x, dout), 1e-4, 1e-4));
+}
+
+class AttentionTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(AttentionTest, ForwardBackward) {
+  const auto [H, KVH] = GetParam();
+  const int B = 2, T = 5, D = 4;
+  Vec q = rand_d(size_t(B) * T * H * D, 31), kk = rand_d(size_t(B) * T * KVH * D, 32), v = rand_d(size_t(B) * T * KVH * D, 33);
+  Vec dout = rand_d(size_t(B) * T * H * D, 34);
+  auto qf = to_f(q), kf = to_f(kk), vf = to_f(v), df = to_f(dout);
+  std::vector<float> out(q.size()), probs(size_t(B) * H * T * T);
+  k::attention_forward(out.data(), probs.data(), qf.data(), kf.data(), vf.data(), B, T, T, 0, H, KVH, D, KVH * D);
+  EXPECT_TRUE(close(out, ref_attention(q, kk, v, B, T, H, KVH, D), 1e-5, 1e-4));
+  std::vector<float> dq(q.size(), 0), dk(kk.size(), 0), dv(v.size(), 0);
+  k::attention_backward(dq.data(), dk.data(), dv.data(), df.data(), qf.data(), kf.data(), vf.data(), probs.data(), B, T, H, KVH, D);
+  EXPECT_TRUE(close(dq, numeric_grad([&](const Vec& x) { return ref_attention(x, kk, v, B, T, H, KVH, D); }, q, dout), 1e-4, 1e-3));
+  EXPECT_TRUE(close(dk, numeric_grad([&](const Vec& x) { return ref_attention(q, x, v, B, T, H, KVH, D); }, kk, dout), 1e-4, 1e-3));
+  EXPECT_TRUE(close(dv, numeric_grad([&](const Vec& x) { return ref_attention(q, kk, x, B, T, H, KVH, D); }, v, dout), 1e-4, 1e-3));
+}
+
+INSTANTIATE_TEST_SUITE_P(MhaAndGqa, AttentionTest, ::testing::Values(std::make_tuple(2, 2), std::make_tuple(4, 2), std::make_tuple(4, 1)));
+
+TEST(Kernels, AttentionWithCacheMatchesFullSequence) {
+  // Decoding token by token through a KV cache must equal the full causal pass.
+  const int T = 6, H = 4, KVH = 2, D = 4, KD = KVH * D, cap = 8;
+  auto q = test::random_vec(size_t(T) * H * D, 41), kk = test::random_vec(size_t(T) * KD, 42), v = test::random_vec(size_t(T) * KD, 43);
+  std::vector<float> full(q.size());
+  k::attention_forward(full.data(), nullptr, q.data(), kk.data(), v.data(), 1, T, T, 0, H, KVH, D, KD);
+  std::vector<float> ck(size_t(cap) * KD), cv(size_t(cap) * KD), step(size_t(H) * D);
+  for (int t = 0; t < T; t++) {
+    std::copy(kk.begin() + t * KD, kk.begin() + (t + 1) * KD, ck.begin() + t * KD);
+    std::copy(v.begin() + t * KD, v.begin() + (t + 1) * KD, cv.begin() + t * KD);
+    k::attention_forward(step.data(), nullptr, q.data() + size_t(t) * H * D, ck.data(), cv.data(), 1, 1, t + 1, t, H, KVH, D, KD);
+    for (int i = 0; i < H * D; i++) EXPECT_NEAR(step[size_t(i)], full[size_t(t) * H * D + i], 1e-5);
+  }
+}
+
+Vec ref_swiglu(const Vec& g, const Vec& u) {
+  Vec h(g.size());
+  for (size_t i = 0; i < g.size(); i++) h[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
+  return h;
+}
+
+TEST(Kernels, SwiGLUForwardBackward) {
+  const size_t n = 17;
+  Vec g = rand_d(n, 51, 2.0), u = rand_d(n, 52), dout = rand_d(n, 53);
+  auto gf = to_f(g), uf = to_f(u), df = to_f(dout);
+  std::vector<float> h(n), dg(n, 0), du(n, 0);
+  k::swiglu_forward(h.data(), gf.data(), uf.data(), n);
+  EXPECT_TRUE(close(h, ref_swiglu(g, u), 1e-6, 1e-5));
+  k::swiglu_backward(dg.data(), du.data(), df.data(), gf.data(), uf.data(), n);
+  EXPECT_TRUE(close(dg, numeric_grad([&](const Vec& x) { return ref_swiglu(x, u); }, g, dout), 1e-4, 1e-4));
+  EXPECT_TRUE(close(du, numeric_grad([&](const Vec& x) { return ref_swiglu(g, x); }, u, dout), 1e-4, 1e-4));
+}
+
+TEST(Kernels, EmbeddingForwardBackward) {
+  const int V = 6, C = 3, N = 5;
+  std::vector<int32_t> tok = {1, 4, 1, 0, 5};
+  Vec table = rand_d(V * C, 61), dout = rand_d(N * C, 62);
+  auto tf = to_f(table), df = to_f(dout);
+  auto ref = [&](const Vec& t) {
+    Vec y(size_t(N) * C);
+    for (int n = 0; n < N; n++)
+      for (int c = 0; c < C; c++) y[size_t(n) * C + c] = t[size_t(tok[size_t(n)]) * C + c];
+    return y;
+  };
+  std::vector<float> y(N * C), dt(V * C, 0);
+  k::embedding_forward(y.data(), tok.data(), tf.data(), N, C);
+  EXPECT_TRUE(close(y, ref(table), 0, 0));
+  k::embedding_backward(dt.data(), df.data(), tok.data(), N, C);
+  EXPECT_TRUE(close(dt, numeric_grad(ref, table, dout), 1e-5, 1e-5));
+}
+
+TEST(Kernels, CrossEntropyForwardBackward) {
+  const int N = 4, V = 9;
+  std::vector<int32_t> tgt = {3, -1, 8, 0};
+  Vec logits = rand_d(N * V, 71, 3.0);
+  auto lf = to_f(logits);
+  auto ref = [&](const Vec& x) {
+    Vec l(N, 0.0);
+    for (int n = 0; n < N; n++) {
+      if (tgt[size_t(n)] < 0) continue;
+      double mx = -1e300, s = 0;
+      for (int j = 0; j < V; j++) mx = std::max(mx, x[size_t(n) * V + j]);
+      for (int j = 0; j < V; j++) s += std::exp(x[size_t(n) * V + j] - mx);
+      l[size_t(n)] = std::log(s) + mx - x[size_t(n) * V + tgt[size_t(n)]];
+    }
+    return l;
+  };
+  std::vector<float> losses(N);
+  k::cross_entropy_forward(losses.data(), lf.data(), tgt.data(), N, V);
+  EXPECT_TRUE(close(losses, ref(logits), 1e-5, 1e-5));
+  const float scale = 1.0f / 3;
+  std::vector<float> dl(N * V);
+  k::cross_entropy_backward(dl.data(), lf.data(), tgt.data(), N, V, scale);
+  Vec dout(N, scale);
+  EXPECT_TRUE(close(dl, numeric_grad(ref, logits, dout), 1e-5, 1e-4));
+}
+
+TEST(Kernels, LogSoftmaxRowsSumToOne) {
+  auto x = test::random_vec(3 * 11, 81, 4.0f);
+  std::vector<float> y(x.size());
+  k::log_softmax(y.data(), x.data(), 3, 11);
+  for (int n = 0; n < 3; n++) {
+    double s = 0;
+    for (int j = 0; j < 11; j++) s += std::exp(double(y[size_t(n * 11 + j)]));
+    EXPECT_NEAR(s, 1.0, 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace llmprune

@@ -1,0 +1,44 @@
+#pragma once
+// Shared helpers for tests: fixture paths, running the CLI, random data.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace llmprune::test {
+
+inline std::filesystem::path source_dir() { return LLMPRUNE_SOURCE_DIR; }
+inline std::filesystem::path shared_dir() { return LLMPRUNE_SHARED_DIR; }
+inline std::filesystem::path fixture_model(const std::string& name) { return shared_dir() / "fixtures/models" / name; }
+inline std::filesystem::path fixture_text(const std::string& name) { return shared_dir() / "fixtures/text" / name; }
+
+// A fresh empty directory under the build tree's temp area, unique per test.
+inline std::filesystem::path temp_dir(const std::string& tag) {
+  auto base = std::filesystem::temp_directory_path() / ("llmprune-test-" + std::to_string(::getpid()));
+  auto info = ::testing::UnitTest::GetInstance()->current_test_info();
+  auto p = base / (std::string(info ? info->test_suite_name() : "x") + "." + (info ? info->name() : "y") + "." + tag);
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+struct CmdResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs `llmprune <args>` through the shell; captures stdout and stderr.
+CmdResult run_cli(const std::string& args);
+
+inline std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+}  // namespace llmprune::test
