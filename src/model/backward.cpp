@@ -1,0 +1,233 @@
+#include "model/backward.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+
+namespace llmprune {
+
+namespace k = kernels;
+
+namespace {
+
+// Accumulates one tensor's weight gradient, either batched or per sample.
+// `compute(dst, row0, rows)` must ADD the gradient restricted to rows [row0, row0+rows) into dst.
+template <typename F>
+void accumulate_grad(GradStats& st, size_t numel, int B, int T, bool per_sample, const std::vector<float>& sample_scale, F compute) {
+  st.g.assign(numel, 0.0f);
+  if (!per_sample) {
+    compute(st.g.data(), 0, B * T);
+    return;
+  }
+  st.a.assign(numel, 0.0f);
+  std::vector<float> tmp(numel);
+  const float invB = 1.0f / float(B);
+  for (int b = 0; b < B; b++) {
+    std::fill(tmp.begin(), tmp.end(), 0.0f);
+    compute(tmp.data(), b * T, T);
+    // The upstream gradient of sample b carries 1/(B*count_b); rescale to its own mean loss.
+    const float s = sample_scale[size_t(b)];
+    float* g = st.g.data();
+    float* a = st.a.data();
+#pragma omp parallel for if (numel > 65536)
+    for (size_t i = 0; i < numel; i++) {
+      float gj = tmp[i] * s;
+      g[i] += gj * invB;
+      a[i] += gj * gj * invB;
+    }
+  }
+}
+
+}  // namespace
+
+BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, int T, const GradOptions& opt, GradSink& sink) {
+  const ModelConfig& cfg = m.cfg;
+  const int C = cfg.hidden, V = cfg.vocab, N = B * T, L = cfg.n_layer;
+  Runner runner(m, T);
+  const RopeTables& rope = runner.rope();
+
+  // ---- forward, keeping each layer's input ----
+  std::vector<std::vector<float>> layer_in(static_cast<size_t>(L));
+  std::vector<float> x(size_t(N) * C);
+  runner.embed(tokens, N, x.data());
+  LayerF32 w;
+  for (int l = 0; l < L; l++) {
+    layer_in[size_t(l)] = x;
+    w.load(m, l);
+    runner.layer_forward(l, w, x.data(), B, T, nullptr, nullptr);
+  }
+  // ---- head: final norm, lm_head, cross-entropy ----
+  std::vector<float> xn(size_t(N) * C), rstd(static_cast<size_t>(N)), logits(size_t(N) * V);
+  runner.head(x.data(), N, xn.data(), rstd.data(), logits.data());
+  std::vector<int32_t> targets(size_t(N), -1);
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t + 1 < T; t++) targets[size_t(b) * T + t] = tokens[size_t(b) * T + t + 1];
+  std::vector<float> losses(static_cast<size_t>(N));
+  k::cross_entropy_forward(losses.data(), logits.data(), targets.data(), N, V);
+  BackwardResult res;
+  res.sample_loss.assign(size_t(B), 0.0);
+  double total = 0;
+  for (int b = 0; b < B; b++) {
+    double s = 0;
+    for (int t = 0; t + 1 < T; t++) s += losses[size_t(b) * T + t];
+    res.sample_loss[size_t(b)] = s / (T - 1);
+    total += s;
+  }
+  res.loss = total / (double(B) * (T - 1));
+  if (!std::isfinite(res.loss)) {
+    res.finite = false;
+    return res;
+  }
+  // dlogits of the overall mean loss; per-sample statistics rescale by B*(T-1)/(T-1) = B... kept
+  // general: sample_scale[b] turns sample b's share of the overall gradient into g_b.
+  const float scale = 1.0f / float(double(B) * (T - 1));
+  std::vector<float> sample_scale(static_cast<size_t>(B), static_cast<float>(B));
+  std::vector<float>& dlogits = logits;  // overwritten in place: logits are not needed any more
+  k::cross_entropy_backward(dlogits.data(), logits.data(), targets.data(), N, V, scale);
+
+  std::vector<float> nw_scratch;
+  const float* final_norm_w = as_f32(m.final_norm(), nw_scratch);
+  std::vector<float> head_scratch;
+  const float* head_w = nullptr;
+  std::array<GradStats, kNumGlobalRoles> gstats;
+  // dxn = dlogits . W_head  [N, C]; lm_head gradient = dlogits^T xn
+  std::vector<float> dxn(size_t(N) * C, 0.0f);
+  {
+    head_w = as_f32(m.lm_head(), head_scratch);
+    k::linear_backward(dxn.data(), nullptr, nullptr, dlogits.data(), xn.data(), head_w, N, C, V);
+    if (opt.global_grads && !(cfg.tied && opt.per_sample)) {
+      GradStats& hs = gstats[size_t(cfg.tied ? GlobalRole::Embed : GlobalRole::LmHead)];
+      accumulate_grad(hs, size_t(V) * C, B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+        k::linear_backward(nullptr, dst, nullptr, dlogits.data() + size_t(r0) * V, xn.data() + size_t(r0) * C, head_w, rows, C, V);
+      });
+    }
+  }
+  std::vector<float>().swap(logits);
+  std::vector<float> dx(size_t(N) * C, 0.0f);
+  k::rmsnorm_backward(dx.data(), nullptr, dxn.data(), x.data(), final_norm_w, rstd.data(), N, C);
+  if (opt.global_grads)
+    accumulate_grad(gstats[size_t(GlobalRole::FinalNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+      k::rmsnorm_backward(nullptr, dst, dxn.data() + size_t(r0) * C, x.data() + size_t(r0) * C, final_norm_w, rstd.data() + r0, rows, C);
+    });
+
+  // ---- layers, top to bottom ----
+  LayerActs acts;
+  std::vector<float> dmid, dh, dgate, dup, dxn2, datt, dq, dk, dv, dxn1, xcur;
+  for (int l = L - 1; l >= 0; l--) {
+    const LayerConfig& lc = cfg.layers[size_t(l)];
+    const int H = lc.n_head, KVH = lc.n_kv_head, D = lc.head_dim, F = lc.d_ff, QD = H * D, KD = KVH * D;
+    w.load(m, l);
+    xcur = layer_in[size_t(l)];
+    runner.layer_forward(l, w, xcur.data(), B, T, nullptr, &acts);  // recompute activations
+    const float* x_in = layer_in[size_t(l)].data();
+    std::array<GradStats, kNumLayerRoles> gs;
+    auto lin_grad = [&](Role r, const float* dout, const float* inp, int in_dim, int out_dim) {
+      accumulate_grad(gs[size_t(r)], size_t(in_dim) * out_dim, B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+        k::linear_backward(nullptr, dst, nullptr, dout + size_t(r0) * out_dim, inp + size_t(r0) * in_dim, nullptr, rows, in_dim, out_dim);
+      });
+    };
+    auto bias_grad = [&](Role r, const float* dout, int out_dim) {
+      if (!w[r]) return;
+      accumulate_grad(gs[size_t(r)], size_t(out_dim), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+        for (int n = r0; n < r0 + rows; n++)
+          for (int o = 0; o < out_dim; o++) dst[o] += dout[size_t(n) * out_dim + o];
+      });
+    };
+    // MLP: x_out = x_mid + down(silu(gate(xn2)) * up(xn2))
+    dmid = dx;
+    dh.assign(size_t(N) * F, 0.0f);
+    k::linear_backward(dh.data(), nullptr, nullptr, dx.data(), acts.h.data(), w[Role::Down], N, F, C);
+    lin_grad(Role::Down, dx.data(), acts.h.data(), F, C);
+    dgate.assign(size_t(N) * F, 0.0f);
+    dup.assign(size_t(N) * F, 0.0f);
+    k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
+    dxn2.assign(size_t(N) * C, 0.0f);
+    k::linear_backward(dxn2.data(), nullptr, nullptr, dgate.data(), acts.xn2.data(), w[Role::Gate], N, C, F);
+    k::linear_backward(dxn2.data(), nullptr, nullptr, dup.data(), acts.xn2.data(), w[Role::Up], N, C, F);
+    lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F);
+    lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F);
+    k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
+    accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+      k::rmsnorm_backward(nullptr, dst, dxn2.data() + size_t(r0) * C, acts.x_mid.data() + size_t(r0) * C, w[Role::MlpNorm],
+                          acts.rstd2.data() + r0, rows, C);
+    });
+    // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1)))
+    datt.assign(size_t(N) * QD, 0.0f);
+    k::linear_backward(datt.data(), nullptr, nullptr, dmid.data(), acts.att.data(), w[Role::O], N, QD, C);
+    lin_grad(Role::O, dmid.data(), acts.att.data(), QD, C);
+    dq.assign(size_t(N) * QD, 0.0f);
+    dk.assign(size_t(N) * KD, 0.0f);
+    dv.assign(size_t(N) * KD, 0.0f);
+    k::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), acts.q.data(), acts.k.data(), acts.v.data(),
+                          acts.probs.data(), B, T, H, KVH, D);
+    // positions 0..T-1 in every sequence
+    std::vector<int32_t> pos(static_cast<size_t>(N));
+    for (int n = 0; n < N; n++) pos[size_t(n)] = n % T;
+    k::rope_backward(dq.data(), pos.data(), rope.cos.data(), rope.sin.data(), N, H, D);
+    k::rope_backward(dk.data(), pos.data(), rope.cos.data(), rope.sin.data(), N, KVH, D);
+    dxn1.assign(size_t(N) * C, 0.0f);
+    k::linear_backward(dxn1.data(), nullptr, nullptr, dq.data(), acts.xn1.data(), w[Role::Q], N, C, QD);
+    k::linear_backward(dxn1.data(), nullptr, nullptr, dk.data(), acts.xn1.data(), w[Role::K], N, C, KD);
+    k::linear_backward(dxn1.data(), nullptr, nullptr, dv.data(), acts.xn1.data(), w[Role::V], N, C, KD);
+    lin_grad(Role::Q, dq.data(), acts.xn1.data(), C, QD);
+    lin_grad(Role::K, dk.data(), acts.xn1.data(), C, KD);
+    lin_grad(Role::V, dv.data(), acts.xn1.data(), C, KD);
+    bias_grad(Role::QBias, dq.data(), QD);
+    bias_grad(Role::KBias, dk.data(), KD);
+    bias_grad(Role::VBias, dv.data(), KD);
+    dx = dmid;
+    k::rmsnorm_backward(dx.data(), nullptr, dxn1.data(), x_in, w[Role::AttnNorm], acts.rstd1.data(), N, C);
+    accumulate_grad(gs[size_t(Role::AttnNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+      k::rmsnorm_backward(nullptr, dst, dxn1.data() + size_t(r0) * C, x_in + size_t(r0) * C, w[Role::AttnNorm],
+                          acts.rstd1.data() + r0, rows, C);
+    });
+    for (auto& st : gs)
+      for (float v : st.g)
+        if (!std::isfinite(v)) throw RuntimeError("non-finite gradient in layer " + std::to_string(l));
+    sink.on_layer(l, w, gs);
+    std::vector<float>().swap(layer_in[size_t(l)]);
+  }
+
+  // ---- embedding ----
+  if (opt.global_grads) {
+    std::vector<float> embed_scratch;
+    const float* embed_w = as_f32(m.embed(), embed_scratch);
+    GradStats& es = gstats[size_t(GlobalRole::Embed)];
+    if (!cfg.tied) {
+      accumulate_grad(es, size_t(V) * C, B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+        k::embedding_backward(dst, dx.data() + size_t(r0) * C, tokens + r0, rows, C);
+      });
+    } else if (!opt.per_sample) {
+      k::embedding_backward(es.g.data(), dx.data(), tokens, N, C);
+    } else {
+      // Tied: g_j = lm_head part + embedding part of sample j; recompute the lm_head part per
+      // sample so the Fisher term sees each sample's whole gradient.
+      es.g.assign(size_t(V) * C, 0.0f);
+      es.a.assign(size_t(V) * C, 0.0f);
+      std::vector<float> tmp(size_t(V) * C);
+      std::vector<float> dl(size_t(T) * V);
+      for (int b = 0; b < B; b++) {
+        std::fill(tmp.begin(), tmp.end(), 0.0f);
+        // dlogits of sample b were freed; recompute them for this sample
+        std::vector<float> lg(size_t(T) * V);
+        linear_any_dtype(lg.data(), V, xn.data() + size_t(b) * T * C, m.lm_head(), T);
+        k::cross_entropy_backward(dl.data(), lg.data(), targets.data() + size_t(b) * T, T, V, scale);
+        k::linear_backward(nullptr, tmp.data(), nullptr, dl.data(), xn.data() + size_t(b) * T * C, head_w, T, C, V);
+        k::embedding_backward(tmp.data(), dx.data() + size_t(b) * T * C, tokens + size_t(b) * T, T, C);
+        const float s = sample_scale[size_t(b)], invB = 1.0f / float(B);
+        for (size_t i = 0; i < tmp.size(); i++) {
+          float gj = tmp[i] * s;
+          es.g[i] += gj * invB;
+          es.a[i] += gj * gj * invB;
+        }
+      }
+    }
+    std::array<const float*, kNumGlobalRoles> gw{embed_w, final_norm_w, cfg.tied ? nullptr : head_w};
+    sink.on_global(gw, gstats);
+  }
+  return res;
+}
+
+}  // namespace llmprune

@@ -1,0 +1,47 @@
+#pragma once
+// Gradients of the calibration loss, layer by layer (METHOD.md §8 "Gradients").
+// Memory is the weights plus one layer's worth of work: the forward keeps only each layer's
+// input [N, C]; the backward recomputes the layer's activations from it, produces that layer's
+// weight gradients, hands them to a sink, and frees them before moving down.
+//
+// Loss: mean next-token cross-entropy over all B*(T-1) predictions. With per_sample, the pass
+// also yields the Fisher diagonal a = (1/B) sum_j g_j^2, g_j the gradient of sample j's own
+// mean loss, from the same pass: activation gradients are batched; only the weight-gradient
+// GEMMs are split per sample (same FLOPs as one batched GEMM).
+#include <array>
+#include <vector>
+
+#include "model/forward.h"
+
+namespace llmprune {
+
+struct GradOptions {
+  bool per_sample = false;     // also compute the Fisher diagonal
+  bool global_grads = true;    // embed / final_norm / lm_head gradients (needed for hidden channels)
+};
+
+// One tensor's statistics: g = mean gradient, a = Fisher diagonal (empty unless per_sample).
+struct GradStats {
+  std::vector<float> g, a;
+};
+
+class GradSink {
+ public:
+  virtual ~GradSink() = default;
+  // Called once per layer, from the last layer down; w holds the layer's fp32 weights.
+  virtual void on_layer(int layer, const LayerF32& w, std::array<GradStats, kNumLayerRoles>& grads) = 0;
+  // Called last, when global_grads: indexed by GlobalRole (LmHead empty when tied: the
+  // embedding's statistics then include both uses). weights are fp32.
+  virtual void on_global(std::array<const float*, kNumGlobalRoles> weights, std::array<GradStats, kNumGlobalRoles>& grads) {}
+};
+
+struct BackwardResult {
+  double loss = 0;                   // mean NLL over all predictions
+  std::vector<double> sample_loss;   // each sample's mean NLL
+  bool finite = true;
+};
+
+// tokens [B, T]. Runs forward + backward, streaming gradients to sink.
+BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, int T, const GradOptions& opt, GradSink& sink);
+
+}  // namespace llmprune
