@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "tokenizer/bpe_model.h"
+#include "tokenizer/bpe_nfc.h"
 #include "tokenizer/bpe_text.h"
 
 namespace llmprune {
@@ -192,8 +193,10 @@ void parse_normalizer(const json& config, const std::string& where, std::vector<
         }
       s = s.substr(begin, end - begin);
     });
+  } else if (type == "NFC") {
+    steps.push_back([](std::string& s) { s = bpe::to_nfc(s); });
   } else {
-    throw FormatError(where + ".type \"" + type + "\" is not supported (supported: Sequence, Prepend, Replace, Strip)");
+    throw FormatError(where + ".type \"" + type + "\" is not supported (supported: Sequence, Prepend, Replace, Strip, NFC)");
   }
 }
 

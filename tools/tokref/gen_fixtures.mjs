@@ -302,12 +302,13 @@ const VARIANTS = [
     extra: [],
   },
   {
-    // Qwen2's split (single digits) on LLaMA-3's vocabulary, with ignore_merges off.
+    // Qwen2's layout (NFC normaliser, single-digit split, no ignore_merges) on LLaMA-3's vocabulary.
     name: "llama3-qwen2-split",
-    round_trip: "all-but-special",
+    round_trip: "nfc-all-but-special",
     variant: {
       base: "llama3",
       set: {
+        normalizer: { type: "NFC" },
         pre_tokenizer: { type: "Sequence", pretokenizers: [
           { type: "Split", pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" },
             behavior: "Isolated", invert: false },
@@ -316,7 +317,11 @@ const VARIANTS = [
       },
       set_model: { ignore_merges: false },
     },
-    extra: ["1234567890", "Hello 123 world"],
+    // Decomposed input that NFC composes: e + U+0301, A + ring, Hangul jamo, Ohm and Angstrom
+    // signs, reordered marks; and U+FB01 (a compatibility ligature NFC leaves alone).
+    extra: ["1234567890", "Hello 123 world", "cafe\u0301", "A\u030Angstro\u0308m", "\u1100\u1161\u11A8",
+            "\u1112\u1161\u11AB\u1100\u1173\u11AF", "\u2126 and \u212B", "q\u0307\u0323", "a\u0323\u0302x",
+            "\ufb01ne", "\u0958\u0915\u093C", "e\u0301\u0301", "\u0301start"],
   },
 ];
 
