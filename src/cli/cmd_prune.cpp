@@ -1,0 +1,251 @@
+// llmprune prune MODEL --out DIR: estimate group importance on calibration text, remove the
+// least important groups physically, save a smaller dense HF model plus pruning.json.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/progress.h"
+#include "eval/perplexity.h"
+#include "importance/importance.h"
+#include "prune/plan.h"
+#include "prune/surgery.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace llmprune::cli {
+namespace {
+
+struct PruneArgs {
+  std::string model, out, strategy = "block", importance = "taylor", taylor = "element1", reduction = "sum";
+  double ratio = -1, attn_ratio = -1, mlp_ratio = -1;
+  std::string attn_layers, mlp_layers, layers;
+  bool global = false, force = false, json = false;
+  int iterative_steps = 1, round_to = 1, drop_layers = -1;
+  std::string gqa_unit = "kv-group";
+  std::string calib, calib_sampling = "random", save_importance;
+  int calib_samples = 10, calib_seq_len = 64;
+  uint64_t seed = 0;
+};
+
+json unit_json(const Group& g, double score) {
+  return {{"layer", g.layer}, {"kind", unit_kind_name(g.kind)}, {"index", g.index}, {"score", score}};
+}
+
+void run_prune(const PruneArgs& a) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (a.json) Progress::set_enabled(false);
+  if (a.out.empty()) throw UserError("--out DIR is required");
+  auto check_ratio = [](double r, const char* flag) {
+    if (r != -1 && (r < 0 || r >= 1)) throw UserError(std::string(flag) + " must be in [0, 1)");
+  };
+  check_ratio(a.ratio, "--ratio");
+  check_ratio(a.attn_ratio, "--attn-ratio");
+  check_ratio(a.mlp_ratio, "--mlp-ratio");
+  if (a.iterative_steps < 1) throw UserError("--iterative-steps must be at least 1");
+  if (a.round_to < 1) throw UserError("--round-to must be at least 1");
+  if (a.calib_samples <= 0) throw UserError("--calib-samples must be positive");
+  if (a.calib_seq_len < 2) throw UserError("--calib-seq-len must be at least 2");
+  if (a.calib_sampling != "random" && a.calib_sampling != "sequential")
+    throw UserError("--calib-sampling must be random or sequential");
+  ImportanceOptions io;
+  io.criterion = parse_criterion(a.importance, a.taylor);
+  io.reduction = parse_reduction(a.reduction);
+  io.seed = a.seed;
+  PlanOptions po;
+  po.strategy = parse_strategy(a.strategy);
+  po.global = a.global;
+  po.round_to = a.round_to;
+  if (a.gqa_unit == "kv-group") po.gqa_unit = GqaUnit::KvGroup;
+  else if (a.gqa_unit == "query") po.gqa_unit = GqaUnit::Query;
+  else throw UserError("--gqa-unit must be kv-group or query");
+  double base = a.ratio >= 0 ? a.ratio : 0.0;
+  po.attn_ratio = a.attn_ratio >= 0 ? a.attn_ratio : base;
+  po.mlp_ratio = a.mlp_ratio >= 0 ? a.mlp_ratio : base;
+  po.channel_ratio = base;
+  po.layer_ratio = base;
+  po.drop_layers = a.drop_layers;
+  if (po.strategy == Strategy::Block && po.attn_ratio == 0 && po.mlp_ratio == 0)
+    throw UserError("nothing to prune: give --ratio (or --attn-ratio / --mlp-ratio)");
+  if (po.strategy != Strategy::Block && base == 0 && a.drop_layers < 0) throw UserError("nothing to prune: give --ratio");
+
+  Model original = Model::load(a.model);
+  const int L = original.cfg.n_layer;
+  po.attn_layers = parse_layer_range(a.attn_layers, "--attn-layers", L);
+  po.mlp_layers = parse_layer_range(a.mlp_layers, "--mlp-layers", L);
+  po.block_layers = parse_layer_range(a.layers, "--layers", L);
+  if (fs::exists(a.out) && !a.force) throw UserError(a.out + ": output already exists (use --force to replace it)");
+
+  // Calibration windows (only the gradient criteria read them).
+  std::vector<int32_t> calib;
+  if (needs_gradients(io.criterion)) {
+    if (a.calib.empty()) throw UserError("--importance taylor needs --calib FILE (calibration text)");
+    if (a.calib_seq_len > original.cfg.max_pos)
+      throw UserError("--calib-seq-len " + std::to_string(a.calib_seq_len) + " exceeds the model's context of " + std::to_string(original.cfg.max_pos));
+    auto tok = load_tokenizer(model_dir_of(a.model));
+    auto stream = tokenize_file_with_bos(*tok, a.calib);
+    CalibOptions co;
+    co.file = a.calib;
+    co.samples = a.calib_samples;
+    co.seq_len = a.calib_seq_len;
+    co.random = a.calib_sampling == "random";
+    co.seed = a.seed;
+    calib = calibration_windows(stream, co, a.calib);
+  }
+
+  KeepTargets targets = plan_keep_targets(original, po);
+  Model current = original;
+  json removed = json::array(), importance_dump = json::array();
+  double calib_loss = 0;
+  std::vector<int> layer_ids(static_cast<size_t>(L));  // current layer -> original layer index
+  for (int l = 0; l < L; l++) layer_ids[size_t(l)] = l;
+  Progress prog("prune", a.iterative_steps, "step");
+  for (int step = 1; step <= a.iterative_steps; step++) {
+    auto all = discover_groups(current, plan_group_options(po));
+    std::vector<Group> groups;
+    for (auto& g : all)
+      if (plan_targets(po, g, int(current.cfg.layers.size()))) groups.push_back(std::move(g));
+    if (groups.empty()) throw UserError("the plan targets no prunable structure (check the layer ranges and ratios)");
+    ImportanceResult imp = estimate_importance(current, groups, io, calib, a.calib_samples, a.calib_seq_len);
+    if (step == 1) calib_loss = imp.calib_loss;
+    for (size_t i = 0; i < groups.size(); i++) {
+      Group g = groups[i];
+      if (g.layer >= 0) g.layer = layer_ids[size_t(g.layer)];
+      json u = unit_json(g, imp.scores[i]);
+      if (a.iterative_steps > 1) u["step"] = step;
+      importance_dump.push_back(u);
+    }
+    auto pick = select_removals(current, groups, imp.scores, po, targets, step, a.iterative_steps);
+    std::vector<Group> chosen;
+    for (size_t i : pick) {
+      chosen.push_back(groups[i]);
+      Group g = groups[i];
+      if (g.layer >= 0) g.layer = layer_ids[size_t(g.layer)];
+      if (g.kind == UnitKind::Layer) g.index = layer_ids[size_t(groups[i].index)];
+      json u = unit_json(g, imp.scores[i]);
+      if (a.iterative_steps > 1) u["step"] = step;
+      removed.push_back(u);
+    }
+    if (po.strategy == Strategy::Layer) {
+      std::vector<int> kept;
+      for (int l = 0; l < int(layer_ids.size()); l++) {
+        bool gone = false;
+        for (auto& g : chosen) gone = gone || g.layer == l;
+        if (!gone) kept.push_back(layer_ids[size_t(l)]);
+      }
+      layer_ids = kept;
+    }
+    if (!chosen.empty()) current = remove_groups(current, chosen);
+    prog.add(1);
+  }
+  prog.finish();
+
+  // Save atomically: temp dir, then rename.
+  AtomicDir out(a.out, a.force);
+  save_model_files(current, out.path(), current.storage_dtype(), model_dir_of(a.model));
+  ParamCounts before = count_params(original), after = count_params(current);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json pj;
+  pj["llmprune_version"] = LLMPRUNE_VERSION;
+  pj["source_model"] = a.model;
+  pj["settings"] = {{"strategy", a.strategy}, {"importance", a.importance}, {"taylor", a.taylor}, {"criterion", criterion_name(io.criterion)},
+                    {"group_reduction", a.reduction}, {"attn_ratio", po.attn_ratio}, {"mlp_ratio", po.mlp_ratio},
+                    {"ratio", base}, {"attn_layers", a.attn_layers.empty() ? "0:" + std::to_string(L) : a.attn_layers},
+                    {"mlp_layers", a.mlp_layers.empty() ? "0:" + std::to_string(L) : a.mlp_layers}, {"global", a.global},
+                    {"iterative_steps", a.iterative_steps}, {"round_to", a.round_to}, {"gqa_unit", a.gqa_unit},
+                    {"calib", a.calib}, {"calib_samples", a.calib_samples}, {"calib_seq_len", a.calib_seq_len},
+                    {"calib_sampling", a.calib_sampling}, {"seed", a.seed}};
+  pj["removed"] = removed;
+  json layers = json::array();
+  for (int l = 0; l < L; l++) {
+    const LayerConfig& b = original.cfg.layers[size_t(l)];
+    json row = {{"layer", l}, {"heads_before", b.n_head}, {"kv_heads_before", b.n_kv_head}, {"mlp_before", b.d_ff}};
+    auto it = std::find(layer_ids.begin(), layer_ids.end(), l);
+    if (it == layer_ids.end()) {
+      row["removed"] = true;
+      row["heads_after"] = 0;
+      row["kv_heads_after"] = 0;
+      row["mlp_after"] = 0;
+    } else {
+      const LayerConfig& c = current.cfg.layers[size_t(it - layer_ids.begin())];
+      row["heads_after"] = c.n_head;
+      row["kv_heads_after"] = c.n_kv_head;
+      row["mlp_after"] = c.d_ff;
+    }
+    layers.push_back(row);
+  }
+  pj["layers"] = layers;
+  pj["hidden_before"] = original.cfg.hidden;
+  pj["hidden_after"] = current.cfg.hidden;
+  pj["params_before"] = before.total;
+  pj["params_after"] = after.total;
+  pj["fraction_removed"] = 1.0 - double(after.total) / double(before.total);
+  pj["params_by_role_before"] = {{"embed", before.embed}, {"lm_head", before.lm_head}, {"attention", before.attention}, {"mlp", before.mlp}, {"norms", before.norms}};
+  pj["params_by_role_after"] = {{"embed", after.embed}, {"lm_head", after.lm_head}, {"attention", after.attention}, {"mlp", after.mlp}, {"norms", after.norms}};
+  pj["calib_loss"] = calib_loss;
+  pj["seconds"] = secs;
+  pj["peak_rss_bytes"] = peak_rss_bytes();
+  atomic_write_file(out.path() / "pruning.json", pj.dump(2) + "\n");
+  if (!a.save_importance.empty()) atomic_write_file(a.save_importance, importance_dump.dump(1) + "\n");
+  out.commit();
+
+  if (a.json) {
+    std::cout << pj.dump(2) << "\n";
+    return;
+  }
+  std::printf("pruned %s -> %s (%s, %s, reduction %s)\n", a.model.c_str(), a.out.c_str(), a.strategy.c_str(),
+              criterion_name(io.criterion).c_str(), a.reduction.c_str());
+  std::printf("\n layer  heads        kv_heads     mlp_width\n");
+  for (auto& row : layers) {
+    std::printf(" %5d  %3d -> %-4d  %3d -> %-4d  %5d -> %-5d%s\n", row["layer"].get<int>(), row["heads_before"].get<int>(),
+                row["heads_after"].get<int>(), row["kv_heads_before"].get<int>(), row["kv_heads_after"].get<int>(),
+                row["mlp_before"].get<int>(), row["mlp_after"].get<int>(), row.contains("removed") ? "  (layer removed)" : "");
+  }
+  if (current.cfg.hidden != original.cfg.hidden) std::printf(" hidden %d -> %d\n", original.cfg.hidden, current.cfg.hidden);
+  std::printf("\nparameters %s -> %s (%.2f%% removed)\n", format_count(double(before.total)).c_str(),
+              format_count(double(after.total)).c_str(), 100.0 * (1.0 - double(after.total) / double(before.total)));
+  std::printf("time %.1fs, peak memory %s\n", secs, human_bytes(double(peak_rss_bytes())).c_str());
+}
+
+void register_prune(CLI::App& app) {
+  auto* cmd = app.add_subcommand("prune", "Structural pruning: score coupled groups, remove the least important, save a smaller dense model");
+  auto a = std::make_shared<PruneArgs>();
+  cmd->add_option("MODEL", a->model, "model directory or .gguf file")->required();
+  cmd->add_option("--out,-o", a->out, "output model directory (written atomically)")->required();
+  cmd->add_option("--strategy", a->strategy, "block (heads + MLP channels) | channel (hidden width) | layer (whole blocks)")->capture_default_str();
+  cmd->add_option("--ratio", a->ratio, "fraction of units removed in each targeted layer (or of the hidden width / layers)");
+  cmd->add_option("--attn-ratio", a->attn_ratio, "ratio for attention heads (block strategy)");
+  cmd->add_option("--mlp-ratio", a->mlp_ratio, "ratio for MLP channels (block strategy)");
+  cmd->add_option("--attn-layers", a->attn_layers, "layers whose heads are pruned, A:B 0-based end-exclusive (default all)");
+  cmd->add_option("--mlp-layers", a->mlp_layers, "layers whose MLP channels are pruned, A:B (default all)");
+  cmd->add_option("--layers", a->layers, "layer strategy: candidate layers A:B (default all)");
+  cmd->add_option("--drop-layers", a->drop_layers, "layer strategy: number of blocks to remove (instead of --ratio)");
+  cmd->add_option("--importance", a->importance, "random | l1 | l2 | taylor")->capture_default_str();
+  cmd->add_option("--taylor", a->taylor, "vector | element1 | element2 | fisher")->capture_default_str();
+  cmd->add_option("--group-reduction", a->reduction, "sum | mean | max | prod | first | last")->capture_default_str();
+  cmd->add_flag("--global", a->global, "rank each kind across the targeted layers instead of per layer");
+  cmd->add_option("--iterative-steps", a->iterative_steps, "re-estimate importance between K pruning steps")->capture_default_str();
+  cmd->add_option("--round-to", a->round_to, "round kept MLP widths down to a multiple of M")->capture_default_str();
+  cmd->add_option("--gqa-unit", a->gqa_unit, "kv-group (whole KV groups) | query (query heads evenly per KV group)")->capture_default_str();
+  cmd->add_option("--calib", a->calib, "calibration text file (taylor criteria)");
+  cmd->add_option("--calib-samples", a->calib_samples, "calibration windows")->capture_default_str();
+  cmd->add_option("--calib-seq-len", a->calib_seq_len, "tokens per calibration window")->capture_default_str();
+  cmd->add_option("--calib-sampling", a->calib_sampling, "random | sequential")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "seed for calibration sampling and the random criterion")->capture_default_str();
+  cmd->add_option("--save-importance", a->save_importance, "write every unit's score to this JSON file");
+  cmd->add_flag("--force", a->force, "replace --out if it exists");
+  cmd->add_flag("--json", a->json, "print pruning.json to stdout instead of the table");
+  cmd->callback([a] { run_prune(*a); });
+}
+
+AutoRegister reg(register_prune);
+
+}  // namespace
+}  // namespace llmprune::cli
