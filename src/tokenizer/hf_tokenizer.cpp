@@ -10,6 +10,7 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -51,12 +52,14 @@ bool is_whitespace(uint32_t cp) {
          cp == 0x205F || cp == 0x3000;
 }
 
-// Word characters for added tokens' single_word (alphanumeric or underscore, ASCII and the
-// letter blocks people write words in; HF tests Rust's char::is_alphanumeric).
+// Word characters for added tokens' single_word: HF tests Rust's char::is_alphanumeric (Unicode
+// Alphabetic or Numeric) or '_'. Letters, marks and numbers approximate Alphabetic closely.
 bool is_word_char(uint32_t cp) {
   if (cp < 0x80) return std::isalnum(static_cast<int>(cp)) || cp == '_';
-  return !is_whitespace(cp) && !(cp >= 0x2000 && cp <= 0x2BFF) && !(cp >= 0x3000 && cp <= 0x303F) &&
-         !(cp >= 0x1F000);
+  static const Regex word_char(R"(^[\p{L}\p{M}\p{N}])");
+  std::string utf8;
+  bpe::append_utf8(utf8, cp);
+  return !word_char.find_all(utf8).empty();
 }
 
 // Code point ending just before byte offset `end` (text well-formed).
@@ -358,7 +361,7 @@ void parse_pre_tokenizer(const json& config, const std::string& where, std::vect
       std::vector<Piece> out;
       out.reserve(pieces.size() * 2);
       for (Piece& piece : pieces) {
-        if (add_prefix_space && (piece.text.empty() || piece.text[0] != ' ')) piece.text.insert(0, " ");
+        if (add_prefix_space && (piece.text.empty() || piece.text[0] != ' ')) piece.text = " " + piece.text;  // (not insert(): GCC 12 warns falsely)
         if (regex)
           split_piece(piece, regex->find_all(piece.text), SplitBehavior::kIsolated, false, out);
         else
