@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <random>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "data/tokenizers/fixture_reader.h"
+#include "tokenizer/bpe_text.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
@@ -165,6 +168,42 @@ TEST(TokenizerHf, SpecialTokensAreDroppedByDecode) {
   EXPECT_EQ(tok.decode(ids), "Hi");
   EXPECT_EQ(tok.id_to_piece(128000), "<|begin_of_text|>");
   EXPECT_EQ(tok.id_to_piece(9906), "Hello");
+}
+
+// Arbitrary bytes: never a crash, and byte-level / byte-fallback vocabularies give back the
+// text exactly (after ill-formed UTF-8 became U+FFFD).
+TEST(TokenizerHf, RandomBytesRoundTrip) {
+  std::mt19937 rng(42);
+  const std::string alphabet = std::string("ab <|>\n\t ") + "\xC3\xA9\xE4\xB8\xAD\xF0\x9F\xA6\x99\x80\xFF";
+  for (const char* name : {"llama3", "gpt2", "mistral"}) {
+    const Tokenizer& tok = cached(name);
+    int failures = 0;
+    for (int i = 0; i < 2000; i++) {
+      std::string s;
+      const int len = static_cast<int>(rng() % 48);
+      for (int k = 0; k < len; k++)
+        s += rng() % 3 == 0 ? static_cast<char>(rng() % 256) : alphabet[rng() % alphabet.size()];
+      std::string expected = bpe::sanitize_utf8(s);
+      if (tok.decode(tok.encode(s)) != expected && ++failures <= 3) ADD_FAILURE() << name << ": " << escaped(s);
+    }
+    EXPECT_EQ(failures, 0) << name;
+  }
+}
+
+// encode/decode are const and keep no caches: one tokenizer serves many threads.
+TEST(TokenizerHf, ConcurrentEncodingGivesTheSameIds) {
+  const Tokenizer& tok = cached("gpt2");
+  auto cases = read_cases(fixtures_dir() / "gpt2/cases.inp", fixtures_dir() / "gpt2/cases.out");
+  std::vector<int> failures(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; t++)
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 5; round++)
+        for (size_t i = static_cast<size_t>(t); i < cases.size(); i += 2)
+          failures[t] += tok.encode(cases[i].input) != cases[i].ids;
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures, std::vector<int>(4, 0));
 }
 
 // 1 MB of mixed text must encode in well under a few seconds (Release build).
