@@ -112,6 +112,10 @@ SafetensorsFile SafetensorsFile::open(const fs::path& path) {
     ::close(fd);
     throw input_error(path.string(), "cannot stat");
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw input_error(path.string(), "not a regular file");
+  }
   auto map = std::make_shared<Mapping>();
   map->size = size_t(st.st_size);
   if (map->size > 0) {
@@ -153,7 +157,7 @@ std::map<std::string, Tensor> load_checkpoint_tensors(const fs::path& dir, std::
     for (auto& [tname, file] : j["weight_map"].items()) {
       if (!file.is_string()) throw input_error(index.string(), "weight_map." + tname + " is not a file name");
       std::string f = file.get<std::string>();
-      if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
+      if (f.empty() || f == "." || f.find('/') != std::string::npos || f.find("..") != std::string::npos)
         throw input_error(index.string(), "weight_map." + tname + ": shard name '" + f + "' must be a plain file name");
       weight_map[tname] = f;
       if (seen.insert(f).second) shard_files.push_back(dir / f);

@@ -57,7 +57,13 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     const json& rs = j["rope_scaling"];
     if (!rs.is_object()) throw input_error(file, "rope_scaling must be an object or null");
-    std::string type = rs.value("rope_type", rs.value("type", std::string("")));
+    std::string type;
+    for (const char* key : {"rope_type", "type"}) {  // rope_type wins when both are given
+      if (!rs.contains(key) || rs[key].is_null()) continue;
+      if (!rs[key].is_string()) throw input_error(file, std::string("rope_scaling.") + key + " must be a string");
+      type = rs[key].get<std::string>();
+      break;
+    }
     if (type == "default" || type.empty()) {
       c.rope_scaling.type = "";
     } else if (type == "linear" || type == "llama3") {
@@ -71,14 +77,22 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
       throw input_error(file, "rope_scaling type '" + type + "' is not supported (linear, llama3 are)");
     }
   }
-  if (j.contains("sliding_window") && j["sliding_window"].is_number_integer() && j.value("use_sliding_window", true) &&
+  if (j.contains("use_sliding_window") && !j["use_sliding_window"].is_null() && !j["use_sliding_window"].is_boolean())
+    throw input_error(file, "field 'use_sliding_window' must be true or false");
+  const bool use_sliding_window = !j.contains("use_sliding_window") || j["use_sliding_window"].is_null() ||
+                                  j["use_sliding_window"].get<bool>();
+  if (j.contains("sliding_window") && j["sliding_window"].is_number_integer() && use_sliding_window &&
       c.model_type == "mistral") {
     // Mistral-style sliding window only matters past the window; we score shorter contexts.
   }
   c.bos_id = get_int(j, "bos_token_id", file, false, -1);
-  if (j.contains("eos_token_id") && j["eos_token_id"].is_array())
-    c.eos_id = j["eos_token_id"].empty() ? -1 : j["eos_token_id"][0].get<int>();
-  else
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
+    const json& e = j["eos_token_id"];
+    for (auto& id : e)
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > (1 << 30))
+        throw input_error(file, "field 'eos_token_id' must be a non-negative integer or a list of them");
+    c.eos_id = e.empty() ? -1 : e[0].get<int>();
+  } else
     c.eos_id = get_int(j, "eos_token_id", file, false, -1);
   return c;
 }

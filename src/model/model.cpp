@@ -55,12 +55,15 @@ Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors
     // Some tied checkpoints also store lm_head; the embedding is authoritative when tied.
     m.global[size_t(GlobalRole::LmHead)] = Tensor{};
   }
-  m.layers.resize(size_t(m.cfg.n_layer));
-  for (int l = 0; l < m.cfg.n_layer; l++)
+  // Grown layer by layer: a config claiming more layers than the checkpoint holds fails on the
+  // first missing tensor instead of allocating num_hidden_layers slots up front.
+  for (int l = 0; l < m.cfg.n_layer; l++) {
+    m.layers.emplace_back();
     for (int r = 0; r < kNumLayerRoles; r++) {
       const RoleDesc& d = m.arch->layer[size_t(r)];
       m.layers[size_t(l)].w[size_t(r)] = take(layer_tensor_name(*m.arch, Role(r), l), d.optional);
     }
+  }
   for (auto& [name, t] : tensors) {
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // old checkpoints carry this buffer
     throw input_error(source, "unexpected tensor '" + name + "' (not part of a " + m.arch->family + " model; more layers than num_hidden_layers?)");
