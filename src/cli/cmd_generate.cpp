@@ -37,7 +37,7 @@ void run_generate(const GenArgs& a) {
   o.top_p = a.top_p;
   o.seed = a.seed;
   o.eos_id = tok->eos_id();
-  StreamDecoder dec(*tok);
+  StreamDecoder dec(*tok, ids);
   std::fputs(a.prompt.c_str(), stdout);
   std::fflush(stdout);
   auto t0 = std::chrono::steady_clock::now();

@@ -77,6 +77,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
   return tok;
 }
 
+StreamDecoder::StreamDecoder(const Tokenizer& tok, std::vector<int32_t> context) : tok_(tok), ids_(std::move(context)) {
+  printed_ = ids_.empty() ? 0 : tok_.decode(ids_).size();
+}
+
 std::string StreamDecoder::push(int32_t id) {
   ids_.push_back(id);
   std::string text = tok_.decode(ids_);

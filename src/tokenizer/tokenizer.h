@@ -38,7 +38,9 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::filesystem::path& file)
 // Incremental decoding for streaming generation: feed ids, get the newly printable text.
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+  // `context` (e.g. the prompt's ids) is decoded with the new ids but never printed, so pieces
+  // that start with a space ("▁unto") keep it after the prompt.
+  explicit StreamDecoder(const Tokenizer& tok, std::vector<int32_t> context = {});
   std::string push(int32_t id);
 
  private:
