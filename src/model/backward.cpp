@@ -46,6 +46,8 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   const ModelConfig& cfg = m.cfg;
   const int C = cfg.hidden, V = cfg.vocab, N = B * T, L = cfg.n_layer;
   Runner runner(m, T);
+  runner.set_hook(opt.hook);
+  LinearHook* hook = opt.hook;
   const RopeTables& rope = runner.rope();
 
   // ---- forward, keeping each layer's input ----
@@ -123,13 +125,17 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     runner.layer_forward(l, w, xcur.data(), B, T, nullptr, &acts);  // recompute activations
     const float* x_in = layer_in[size_t(l)].data();
     std::array<GradStats, kNumLayerRoles> gs;
-    auto lin_grad = [&](Role r, const float* dout, const float* inp, int in_dim, int out_dim) {
+    // Weight gradient of one projection; a hook (LoRA) also adds its branch's input gradient
+    // into dinp here, before dinp flows further down.
+    auto lin_grad = [&](Role r, const float* dout, const float* inp, int in_dim, int out_dim, float* dinp) {
+      if (hook) hook->backward(l, r, inp, dout, dinp, N, in_dim, out_dim);
+      if (!opt.weight_grads) return;
       accumulate_grad(gs[size_t(r)], size_t(in_dim) * out_dim, B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
         k::linear_backward(nullptr, dst, nullptr, dout + size_t(r0) * out_dim, inp + size_t(r0) * in_dim, nullptr, rows, in_dim, out_dim);
       });
     };
     auto bias_grad = [&](Role r, const float* dout, int out_dim) {
-      if (!w[r]) return;
+      if (!w[r] || !opt.weight_grads) return;
       accumulate_grad(gs[size_t(r)], size_t(out_dim), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
         for (int n = r0; n < r0 + rows; n++)
           for (int o = 0; o < out_dim; o++) dst[o] += dout[size_t(n) * out_dim + o];
@@ -139,24 +145,24 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     dmid = dx;
     dh.assign(size_t(N) * F, 0.0f);
     k::linear_backward(dh.data(), nullptr, nullptr, dx.data(), acts.h.data(), w[Role::Down], N, F, C);
-    lin_grad(Role::Down, dx.data(), acts.h.data(), F, C);
+    lin_grad(Role::Down, dx.data(), acts.h.data(), F, C, dh.data());
     dgate.assign(size_t(N) * F, 0.0f);
     dup.assign(size_t(N) * F, 0.0f);
     k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
     dxn2.assign(size_t(N) * C, 0.0f);
     k::linear_backward(dxn2.data(), nullptr, nullptr, dgate.data(), acts.xn2.data(), w[Role::Gate], N, C, F);
     k::linear_backward(dxn2.data(), nullptr, nullptr, dup.data(), acts.xn2.data(), w[Role::Up], N, C, F);
-    lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F);
-    lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F);
+    lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
+    lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F, dxn2.data());
     k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
-    accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+    if (opt.weight_grads) accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
       k::rmsnorm_backward(nullptr, dst, dxn2.data() + size_t(r0) * C, acts.x_mid.data() + size_t(r0) * C, w[Role::MlpNorm],
                           acts.rstd2.data() + r0, rows, C);
     });
     // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1)))
     datt.assign(size_t(N) * QD, 0.0f);
     k::linear_backward(datt.data(), nullptr, nullptr, dmid.data(), acts.att.data(), w[Role::O], N, QD, C);
-    lin_grad(Role::O, dmid.data(), acts.att.data(), QD, C);
+    lin_grad(Role::O, dmid.data(), acts.att.data(), QD, C, datt.data());
     dq.assign(size_t(N) * QD, 0.0f);
     dk.assign(size_t(N) * KD, 0.0f);
     dv.assign(size_t(N) * KD, 0.0f);
@@ -171,15 +177,15 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     k::linear_backward(dxn1.data(), nullptr, nullptr, dq.data(), acts.xn1.data(), w[Role::Q], N, C, QD);
     k::linear_backward(dxn1.data(), nullptr, nullptr, dk.data(), acts.xn1.data(), w[Role::K], N, C, KD);
     k::linear_backward(dxn1.data(), nullptr, nullptr, dv.data(), acts.xn1.data(), w[Role::V], N, C, KD);
-    lin_grad(Role::Q, dq.data(), acts.xn1.data(), C, QD);
-    lin_grad(Role::K, dk.data(), acts.xn1.data(), C, KD);
-    lin_grad(Role::V, dv.data(), acts.xn1.data(), C, KD);
+    lin_grad(Role::Q, dq.data(), acts.xn1.data(), C, QD, dxn1.data());
+    lin_grad(Role::K, dk.data(), acts.xn1.data(), C, KD, dxn1.data());
+    lin_grad(Role::V, dv.data(), acts.xn1.data(), C, KD, dxn1.data());
     bias_grad(Role::QBias, dq.data(), QD);
     bias_grad(Role::KBias, dk.data(), KD);
     bias_grad(Role::VBias, dv.data(), KD);
     dx = dmid;
     k::rmsnorm_backward(dx.data(), nullptr, dxn1.data(), x_in, w[Role::AttnNorm], acts.rstd1.data(), N, C);
-    accumulate_grad(gs[size_t(Role::AttnNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+    if (opt.weight_grads) accumulate_grad(gs[size_t(Role::AttnNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
       k::rmsnorm_backward(nullptr, dst, dxn1.data() + size_t(r0) * C, x_in + size_t(r0) * C, w[Role::AttnNorm],
                           acts.rstd1.data() + r0, rows, C);
     });

@@ -18,6 +18,11 @@ namespace llmprune {
 struct GradOptions {
   bool per_sample = false;     // also compute the Fisher diagonal
   bool global_grads = true;    // embed / final_norm / lm_head gradients (needed for hidden channels)
+  bool weight_grads = true;    // base-weight gradients (off when only a LinearHook trains, e.g. LoRA)
+  LinearHook* hook = nullptr;  // extra branches (LoRA) in the forward and backward
+  // Optional targets [B*T]: position t predicts targets[t]; -1 = not scored. Default: the next
+  // token inside each sequence. The loss is the mean over scored positions.
+  const int32_t* targets = nullptr;
 };
 
 // One tensor's statistics: g = mean gradient, a = Fisher diagonal (empty unless per_sample).

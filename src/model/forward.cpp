@@ -104,6 +104,11 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   k::linear_forward(a.q.data(), a.xn1.data(), w[Role::Q], w[Role::QBias], N, C, QD);
   k::linear_forward(a.k.data(), a.xn1.data(), w[Role::K], w[Role::KBias], N, C, KD);
   k::linear_forward(a.v.data(), a.xn1.data(), w[Role::V], w[Role::VBias], N, C, KD);
+  if (hook_) {
+    hook_->forward(l, Role::Q, a.xn1.data(), a.q.data(), N, C, QD);
+    hook_->forward(l, Role::K, a.xn1.data(), a.k.data(), N, C, KD);
+    hook_->forward(l, Role::V, a.xn1.data(), a.v.data(), N, C, KD);
+  }
   k::rope_forward(a.q.data(), pos_.data(), rope_.cos.data(), rope_.sin.data(), N, H, D);
   k::rope_forward(a.k.data(), pos_.data(), rope_.cos.data(), rope_.sin.data(), N, KVH, D);
   if (cache) {
@@ -129,17 +134,23 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
   std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
   k::linear_forward(proj.data(), a.att.data(), w[Role::O], nullptr, N, QD, C);
+  if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
   if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
 
   k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
   k::linear_forward(a.gate.data(), a.xn2.data(), w[Role::Gate], nullptr, N, C, F);
   k::linear_forward(a.up.data(), a.xn2.data(), w[Role::Up], nullptr, N, C, F);
+  if (hook_) {
+    hook_->forward(l, Role::Gate, a.xn2.data(), a.gate.data(), N, C, F);
+    hook_->forward(l, Role::Up, a.xn2.data(), a.up.data(), N, C, F);
+  }
   k::swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), size_t(N) * F);
   // The MLP output goes into a scratch row block, then the residual add.
   std::vector<float>& out = scratch_.x_mid;
   sz(out, size_t(N) * C);
   k::linear_forward(out.data(), a.h.data(), w[Role::Down], nullptr, N, F, C);
+  if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
 }
 

@@ -47,6 +47,16 @@ struct KVCache {
   KVCache(const Model& m, int B, int max_T);
 };
 
+// Extra computation around each projection (q, k, v, o, gate, up, down) of a layer — LoRA
+// adapters. forward adds to y = x W^T; backward adds the branch's input gradient to dx and
+// accumulates the hook's own parameter gradients. x: [N, in], y/dy: [N, out].
+class LinearHook {
+ public:
+  virtual ~LinearHook() = default;
+  virtual void forward(int layer, Role r, const float* x, float* y, int N, int in, int out) = 0;
+  virtual void backward(int layer, Role r, const float* x, const float* dy, float* dx, int N, int in, int out) = 0;
+};
+
 class Runner {
  public:
   explicit Runner(const Model& m, int max_pos = 0);
@@ -63,8 +73,11 @@ class Runner {
   // Final norm into xn[N,C] (rstd [N] optional), then logits[N,V] (ld V).
   void head(const float* x, int N, float* xn, float* rstd, float* logits);
   const RopeTables& rope() const { return rope_; }
+  void set_hook(LinearHook* h) { hook_ = h; }
+  LinearHook* hook() const { return hook_; }
 
  private:
+  LinearHook* hook_ = nullptr;
   const Model& m_;
   RopeTables rope_;
   LayerF32 w_;
