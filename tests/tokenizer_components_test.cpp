@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -193,6 +195,24 @@ TEST(TokenizerComponents, LongestAddedTokenWinsAtTheSamePosition) {
   EXPECT_EQ(ids.back(), 300);
   // Leftmost first: "<|a|>" at 0 beats "|a" at 1.
   EXPECT_EQ(tok->encode("<|a|>|a"), (std::vector<int32_t>{300, 302}));
+}
+
+// Gemma-style vocabularies add thousands of tokens sharing a first character.
+TEST(TokenizerComponents, ManyAddedTokens) {
+  json j = word_probe(json::array(), {});
+  for (int i = 0; i < 6000; i++)
+    j["added_tokens"].push_back({{"id", 300 + i}, {"content", "<unused" + std::to_string(i) + ">"}, {"special", true}});
+  auto start = std::chrono::steady_clock::now();
+  auto tok = load_json(j);
+  std::string text;
+  for (int i = 0; i < 20000; i++) text += "<a> <unused" + std::to_string(i % 7000) + "> ";
+  auto ids = tok->encode(text);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  long expected = 0;
+  for (int i = 0; i < 20000; i++) expected += i % 7000 < 6000;
+  EXPECT_EQ(std::count_if(ids.begin(), ids.end(), [](int32_t id) { return id >= 300; }), expected);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 300 + 5999), 20000 / 7000 + (20000 % 7000 > 5999));
+  EXPECT_LT(seconds, 5.0);
 }
 
 // ---- errors -------------------------------------------------------------------------------------

@@ -520,8 +520,18 @@ class AddedTokenMatcher {
   // HF partitions added tokens by their "normalized" flag alone: those without it are found in
   // the raw text, those with it in the normalised text.
   AddedTokenMatcher(const std::vector<AddedToken>& all, bool normalized_ones) : tokens_(&all) {
-    for (size_t i = 0; i < all.size(); i++)
-      if (!all[i].content.empty() && all[i].normalized == normalized_ones) add(all, i);
+    for (size_t i = 0; i < all.size(); i++) {
+      const std::string& content = all[i].content;
+      if (content.empty() || all[i].normalized != normalized_ones) continue;
+      if (!index_by_content_.emplace(content, static_cast<int32_t>(i)).second) continue;  // first wins
+      lengths_by_first_byte_[static_cast<unsigned char>(content[0])].push_back(content.size());
+      count_++;
+    }
+    // Longest first; a length is tried once however many tokens share it.
+    for (auto& lengths : lengths_by_first_byte_) {
+      std::sort(lengths.begin(), lengths.end(), std::greater<>());
+      lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
+    }
   }
   bool empty() const { return count_ == 0; }
 
@@ -540,14 +550,17 @@ class AddedTokenMatcher {
     size_t emitted = 0;  // end of what has been handed out
     size_t pos = 0;
     while (pos < text.size()) {
-      const auto& bucket = by_first_byte_[static_cast<unsigned char>(text[pos])];
+      // Some vocabularies add thousands of tokens ("<unused123>"): look candidates up by length
+      // in a hash map rather than comparing against each token.
       int32_t found = -1;
-      for (int32_t index : bucket) {
-        const AddedToken& t = (*tokens_)[index];
-        if (text.compare(pos, t.content.size(), t.content) != 0) continue;
-        if (t.single_word && !is_single_word(text, pos, pos + t.content.size())) continue;
-        found = index;
-        break;  // buckets are sorted longest first
+      for (size_t length : lengths_by_first_byte_[static_cast<unsigned char>(text[pos])]) {
+        if (length > text.size() - pos) continue;
+        auto it = index_by_content_.find(text.substr(pos, length));
+        if (it == index_by_content_.end()) continue;
+        const AddedToken& t = (*tokens_)[it->second];
+        if (t.single_word && !is_single_word(text, pos, pos + length)) continue;
+        found = it->second;
+        break;
       }
       if (found < 0) {
         pos++;
@@ -576,14 +589,6 @@ class AddedTokenMatcher {
   }
 
  private:
-  void add(const std::vector<AddedToken>& all, size_t index) {
-    auto& bucket = by_first_byte_[static_cast<unsigned char>(all[index].content[0])];
-    bucket.push_back(static_cast<int32_t>(index));
-    std::stable_sort(bucket.begin(), bucket.end(), [&](int32_t a, int32_t b) {
-      return all[a].content.size() > all[b].content.size();
-    });
-    count_++;
-  }
   static bool is_single_word(std::string_view text, size_t begin, size_t end) {
     bool left_ok = begin == 0 || !is_word_char(code_point_before(text, begin));
     size_t next = end;
@@ -592,7 +597,8 @@ class AddedTokenMatcher {
   }
 
   const std::vector<AddedToken>* tokens_ = nullptr;
-  std::vector<std::vector<int32_t>> by_first_byte_ = std::vector<std::vector<int32_t>>(256);
+  bpe::PieceMap index_by_content_;  // content -> index into *tokens_
+  std::vector<std::vector<size_t>> lengths_by_first_byte_ = std::vector<std::vector<size_t>>(256);
   size_t count_ = 0;
 };
 
@@ -601,6 +607,9 @@ class AddedTokenMatcher {
 class HfBpeTokenizer : public Tokenizer {
  public:
   HfBpeTokenizer(const json& root, const std::filesystem::path& file);
+  // The added-token matchers point into added_: the object stays where it was built.
+  HfBpeTokenizer(const HfBpeTokenizer&) = delete;
+  HfBpeTokenizer& operator=(const HfBpeTokenizer&) = delete;
 
   std::vector<int32_t> encode(std::string_view text) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;

@@ -52,7 +52,10 @@ inline std::vector<Case> read_cases(const std::filesystem::path& inp, const std:
 
 inline std::string join_ids(const std::vector<int32_t>& ids) {
   std::string s;
-  for (int32_t id : ids) s += " " + std::to_string(id);
+  for (int32_t id : ids) {
+    s += ' ';  // (two appends, not " " + ...: GCC 12 warns falsely on the temporary)
+    s += std::to_string(id);
+  }
   return s;
 }
 
