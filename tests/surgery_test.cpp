@@ -54,6 +54,12 @@ void expect_close(const std::vector<float>& a, const std::vector<float>& b, floa
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " logits differ; worst at " << worst << ": " << a[worst] << " vs " << b[worst];
 }
 
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); i++) d = std::max(d, std::fabs(double(a[i]) - b[i]));
+  return d;
+}
+
 // Every tensor's shape agrees with the (re-derived) per-layer config.
 void expect_shapes(const Model& p) {
   const int64_t C = p.cfg.hidden, D = p.cfg.head_dim;
@@ -156,7 +162,10 @@ void check_prune_equals_zero(const Model& m, const std::vector<Group>& plan, con
   EXPECT_EQ(p.storage_dtype(), m.storage_dtype());
   EXPECT_LE(p.n_params(), m.n_params());
   auto tokens = random_tokens(m.cfg.vocab, seed);
-  expect_close(logits_of(p, tokens), logits_of(z, tokens), 1e-4f, 1e-4f, what);
+  auto lp = logits_of(p, tokens);
+  expect_close(lp, logits_of(z, tokens), 1e-4f, 1e-4f, what);
+  // The check has teeth: a non-empty plan moves the logits away from the unpruned model's.
+  if (!plan.empty()) EXPECT_GT(max_abs_diff(lp, logits_of(m, tokens)), 1e-3) << what;
 }
 
 TEST(SurgeryFixture, RandomPlansMatchZeroedModel) {
@@ -256,8 +265,10 @@ TEST(SurgeryFixture, HiddenChannelsExactWithNormCompensation) {
     ASSERT_EQ(p.cfg.hidden, 256 - 40);
     expect_shapes(p);
     auto tokens = random_tokens(m.cfg.vocab, 11);
-    auto plain = logits_of(p, tokens);
+    auto plain = logits_of(p, tokens), zeroed = logits_of(z, tokens);
     for (float x : plain) ASSERT_TRUE(std::isfinite(x));
+    // Without the compensation the two differ: masking a hidden channel is not removing it.
+    EXPECT_GT(max_abs_diff(plain, zeroed), 1e-3);
 
     const double ratio = double(m.cfg.hidden) / double(p.cfg.hidden);
     auto rescale = [&](Tensor& t) {
@@ -270,7 +281,7 @@ TEST(SurgeryFixture, HiddenChannelsExactWithNormCompensation) {
     }
     rescale(p.global[size_t(GlobalRole::FinalNorm)]);
     p.cfg.rms_eps *= ratio;
-    expect_close(logits_of(p, tokens), logits_of(z, tokens), 1e-4f, 1e-4f, std::string(fx) + " hidden");
+    expect_close(logits_of(p, tokens), zeroed, 1e-4f, 1e-4f, std::string(fx) + " hidden");
   }
 }
 
