@@ -38,6 +38,9 @@ struct GroupOptions {
 };
 
 // All groups of the requested kinds for the model's current (possibly ragged) shapes.
+// Order: attention units (layer by layer, index order), then MLP channels, hidden channels,
+// layers. A layer whose KV heads are as many as its query heads yields kind Head under either
+// GqaUnit (the closure of a KV head is its one query head, and vice versa).
 std::vector<Group> discover_groups(const Model& m, const GroupOptions& opt);
 
 // Name of the tensor a member slices (HF name).
