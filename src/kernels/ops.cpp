@@ -10,6 +10,11 @@
 
 namespace llmprune::kernels {
 
+// Small problems (decode steps) run serially: a parallel region costs more than it saves there,
+// and much more when cores are oversubscribed.
+static constexpr size_t kParallelMin = 1 << 15;
+
+
 void linear_forward(float* out, const float* inp, const float* W, const float* bias, int N, int C, int O) {
   if (N == 0 || O == 0) return;
   if (C == 0) {
@@ -18,7 +23,7 @@ void linear_forward(float* out, const float* inp, const float* W, const float* b
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, C, 1.0f, inp, C, W, C, 0.0f, out, O);
   }
   if (bias) {
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * O > kParallelMin)
     for (int n = 0; n < N; n++)
       for (int o = 0; o < O; o++) out[size_t(n) * O + o] += bias[o];
   }
@@ -35,7 +40,7 @@ void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, co
   if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, O, 1.0f, dout, O, W, C, 1.0f, dinp, C);
   if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, C, N, 1.0f, dout, O, inp, C, 1.0f, dW, C);
   if (dbias) {
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * O > kParallelMin)
     for (int o = 0; o < O; o++) {
       float s = 0;
       for (int n = 0; n < N; n++) s += dout[size_t(n) * O + o];
@@ -45,7 +50,7 @@ void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, co
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps) {
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * C > kParallelMin)
   for (int n = 0; n < N; n++) {
     const float* x = inp + size_t(n) * C;
     float* y = out + size_t(n) * C;
@@ -91,7 +96,7 @@ void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* in
 static void rope_apply(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D,
                        float sign) {
   int half = D / 2;
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * n_heads * D > kParallelMin)
   for (int n = 0; n < N; n++) {
     const float* c = cos_t + size_t(pos[n]) * half;
     const float* s = sin_t + size_t(pos[n]) * half;
@@ -120,7 +125,7 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
   const int rep = H / KVH;
   const float scale = 1.0f / std::sqrt(float(D));
   const int qs = H * D;
-#pragma omp parallel
+#pragma omp parallel if (size_t(B) * H * Tq * Tk * D > kParallelMin)
   {
     std::vector<float> scores(size_t(Tq) * Tk);
 #pragma omp for collapse(2) schedule(dynamic)
@@ -196,7 +201,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 }
 
 void swiglu_forward(float* h, const float* gate, const float* up, size_t n) {
-#pragma omp parallel for if (n > 4096)
+#pragma omp parallel for if (n > kParallelMin)
   for (size_t i = 0; i < n; i++) {
     float g = gate[i];
     h[i] = g / (1.0f + std::exp(-g)) * up[i];
@@ -215,7 +220,7 @@ void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gat
 }
 
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C) {
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * C > kParallelMin)
   for (int n = 0; n < N; n++) std::memcpy(out + size_t(n) * C, table + size_t(tokens[n]) * C, sizeof(float) * C);
 }
 
@@ -229,7 +234,7 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* tokens,
 }
 
 void cross_entropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V) {
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * V > kParallelMin)
   for (int n = 0; n < N; n++) {
     if (targets[n] < 0) {
       losses[n] = 0;
@@ -245,7 +250,7 @@ void cross_entropy_forward(float* losses, const float* logits, const int32_t* ta
 }
 
 void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V, float scale) {
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * V > kParallelMin)
   for (int n = 0; n < N; n++) {
     float* d = dlogits + size_t(n) * V;
     if (targets[n] < 0) {
@@ -264,7 +269,7 @@ void cross_entropy_backward(float* dlogits, const float* logits, const int32_t* 
 }
 
 void log_softmax(float* out, const float* logits, int N, int V) {
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * V > kParallelMin)
   for (int n = 0; n < N; n++) {
     const float* x = logits + size_t(n) * V;
     float* y = out + size_t(n) * V;

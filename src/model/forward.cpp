@@ -77,7 +77,7 @@ void Runner::embed(const int32_t* tokens, int N, float* x) const {
   const Tensor& E = m_.embed();
   const int C = m_.cfg.hidden;
   const size_t es = dtype_size(E.dtype);
-#pragma omp parallel for
+#pragma omp parallel for if (size_t(N) * C > (1 << 15))
   for (int n = 0; n < N; n++)
     to_f32(E.dtype, static_cast<const uint8_t*>(E.data) + size_t(tokens[n]) * C * es, x + size_t(n) * C, size_t(C));
 }
