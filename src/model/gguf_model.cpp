@@ -557,6 +557,11 @@ Model load_gguf_model(const fs::path& file) {
       names[std::string(buf) + (d.is_bias ? ".bias" : ".weight")] = {layer_tensor_name(a, Role(r), l), is_rope_role(Role(r))};
     }
 
+  for (const auto& [gname, hf] : names) {
+    const bool optional = hf.first == a.global[size_t(GlobalRole::LmHead)].pattern ||
+                          hf.first.find(".bias") != std::string::npos;
+    if (!optional && !f.find_tensor(gname)) throw input_error(src, "missing tensor '" + gname + "'");
+  }
   std::map<std::string, Tensor> tensors;
   for (const auto& ti : f.tensors()) {
     if (ti.name == "rope_freqs.weight") continue;
