@@ -3,7 +3,10 @@
 // against plain full forwards, lm-eval's tokenisation rules, and the `eval` CLI.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +21,29 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 fs::path fixture_tasks() { return test::shared_dir() / "fixtures/tasks"; }
+
+// One OpenMP thread for this scope, in-process and for CLI children (OMP_NUM_THREADS). Scoring
+// runs thousands of few-token forwards, each a string of OpenMP barriers; on an oversubscribed
+// machine (several builds on two cores) spinning threads make them 20-40x slower than one
+// thread (kjv_cloze x300: 270 s vs 7 s). These tests check numbers and plumbing, not threading.
+class SingleThread {
+ public:
+  SingleThread() : prev_(omp_get_max_threads()) {
+    if (const char* e = std::getenv("OMP_NUM_THREADS")) env_ = e, had_env_ = true;
+    omp_set_num_threads(1);
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+  }
+  ~SingleThread() {
+    omp_set_num_threads(prev_);
+    if (had_env_) ::setenv("OMP_NUM_THREADS", env_.c_str(), 1);
+    else ::unsetenv("OMP_NUM_THREADS");
+  }
+
+ private:
+  int prev_;
+  std::string env_;
+  bool had_env_ = false;
+};
 
 struct Fixture {
   Model m;
@@ -55,6 +81,7 @@ class EvalGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(EvalGolden, MatchesPyTorchReference) {
   const std::string task = GetParam();
+  SingleThread one;
   std::ifstream in(test::source_dir() / "tests/golden" / ("eval_" + task + ".json"));
   ASSERT_TRUE(in) << "missing golden; run /usr/bin/python3 tools/eval_reference.py";
   json g = json::parse(in);
@@ -94,6 +121,7 @@ TEST_P(EvalGolden, MatchesPyTorchReference) {
 INSTANTIATE_TEST_SUITE_P(Eval, EvalGolden, ::testing::Values("kjv_cloze", "piqa", "winogrande"));
 
 TEST(EvalZeroShot, SharedPrefixEqualsPlainForward) {
+  SingleThread one;
   auto& f = mha();
   const int V = f.m.cfg.vocab;
   LoglikScorer s(*f.r, f.m.cfg.max_pos);
@@ -161,6 +189,7 @@ TEST(EvalZeroShot, EncodingRules) {
 std::string model_path(const std::string& name = "kjv-llama-mha") { return test::fixture_model(name).string(); }
 
 TEST(EvalCli, TasksJsonWithMetadata) {
+  SingleThread one;
   auto r = test::run_cli("eval " + model_path() + " --tasks kjv_cloze,piqa --task-dir " + fixture_tasks().string() +
                          " --limit 10 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -182,6 +211,7 @@ TEST(EvalCli, TasksJsonWithMetadata) {
 }
 
 TEST(EvalCli, CompareMarkdownTable) {
+  SingleThread one;
   auto r = test::run_cli("eval mha=" + model_path() + " --compare gqa=" + model_path("kjv-llama-gqa-tied") +
                          " --ppl test=" + test::fixture_text("kjv.test.txt").string() +
                          " --max-windows 4 --tasks kjv_cloze --task-dir " + fixture_tasks().string() +
@@ -194,6 +224,7 @@ TEST(EvalCli, CompareMarkdownTable) {
 }
 
 TEST(EvalCli, PplOnlyOutputUnchanged) {
+  SingleThread one;
   auto r = test::run_cli("eval " + model_path() + " --ppl " + test::fixture_text("kjv.test.txt").string() +
                          " --max-windows 2");
   ASSERT_EQ(r.exit_code, 0) << r.err;
