@@ -64,28 +64,47 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   std::vector<float> xn(size_t(N) * C), rstd(static_cast<size_t>(N)), logits(size_t(N) * V);
   runner.head(x.data(), N, xn.data(), rstd.data(), logits.data());
   std::vector<int32_t> targets(size_t(N), -1);
-  for (int b = 0; b < B; b++)
-    for (int t = 0; t + 1 < T; t++) targets[size_t(b) * T + t] = tokens[size_t(b) * T + t + 1];
+  if (opt.targets) {
+    for (int n = 0; n < N; n++) {
+      const int32_t tg = opt.targets[n];
+      if (tg >= V) throw RuntimeError("target id " + std::to_string(tg) + " at position " + std::to_string(n) + " is outside the vocabulary");
+      targets[size_t(n)] = tg < 0 ? -1 : tg;
+    }
+  } else {
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t + 1 < T; t++) targets[size_t(b) * T + t] = tokens[size_t(b) * T + t + 1];
+  }
   std::vector<float> losses(static_cast<size_t>(N));
   k::cross_entropy_forward(losses.data(), logits.data(), targets.data(), N, V);
   BackwardResult res;
   res.sample_loss.assign(size_t(B), 0.0);
+  std::vector<int64_t> sample_count(static_cast<size_t>(B), 0);
   double total = 0;
+  int64_t count = 0;
   for (int b = 0; b < B; b++) {
     double s = 0;
-    for (int t = 0; t + 1 < T; t++) s += losses[size_t(b) * T + t];
-    res.sample_loss[size_t(b)] = s / (T - 1);
+    for (int t = 0; t < T; t++)
+      if (targets[size_t(b) * T + t] >= 0) {
+        s += losses[size_t(b) * T + t];
+        sample_count[size_t(b)]++;
+      }
+    res.sample_loss[size_t(b)] = sample_count[size_t(b)] ? s / double(sample_count[size_t(b)]) : 0.0;
     total += s;
+    count += sample_count[size_t(b)];
   }
-  res.loss = total / (double(B) * (T - 1));
+  res.loss = count ? total / double(count) : 0.0;
+  res.scored = count;
   if (!std::isfinite(res.loss)) {
     res.finite = false;
     return res;
   }
-  // dlogits of the overall mean loss; per-sample statistics rescale by B*(T-1)/(T-1) = B... kept
-  // general: sample_scale[b] turns sample b's share of the overall gradient into g_b.
-  const float scale = 1.0f / float(double(B) * (T - 1));
-  std::vector<float> sample_scale(static_cast<size_t>(B), static_cast<float>(B));
+  // dlogits of the overall mean loss (over scored targets); sample_scale[b] = count / count_b
+  // turns sample b's share of the overall gradient into g_b, the gradient of its own mean loss
+  // (= B when every sample scores T-1 targets).
+  const float scale = count ? 1.0f / float(count) : 0.0f;
+  std::vector<float> sample_scale(static_cast<size_t>(B), 0.0f);
+  for (int b = 0; b < B; b++)
+    if (sample_count[size_t(b)]) sample_scale[size_t(b)] = float(double(count) / double(sample_count[size_t(b)]));
   std::vector<float>& dlogits = logits;  // overwritten in place: logits are not needed any more
   k::cross_entropy_backward(dlogits.data(), logits.data(), targets.data(), N, V, scale);
 

@@ -41,8 +41,9 @@ class GradSink {
 };
 
 struct BackwardResult {
-  double loss = 0;                   // mean NLL over all predictions
-  std::vector<double> sample_loss;   // each sample's mean NLL
+  double loss = 0;                   // mean NLL over all scored predictions
+  std::vector<double> sample_loss;   // each sample's mean NLL (0 when it scores nothing)
+  int64_t scored = 0;                // number of scored predictions
   bool finite = true;
 };
 
