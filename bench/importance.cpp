@@ -53,12 +53,11 @@ int main(int argc, char** argv) {
     KV = std::atoi(argv[4]); F = std::atoi(argv[5]); V = std::atoi(argv[6]);
   }
   ModelConfig cfg = llama_config(h, L, H, KV, F, V);
-  double fp32_bytes = 0;
-  {
-    Model probe = make_random_model(llama_config(h, 1, H, KV, F, V), DType::BF16, 1);
-    double per_layer = double(probe.n_params() - 2.0 * V * h - h);
-    fp32_bytes = 4.0 * (per_layer * L + 2.0 * V * h + h);
-  }
+  // Computed by hand, not by building a model: the parent must not start OpenMP threads before
+  // fork() (libgomp's thread pool does not survive into the child, which then hangs).
+  const double D = double(h) / H;
+  const double per_layer = 2.0 * h + 2.0 * h * H * D + 2.0 * h * KV * D + 3.0 * h * F;
+  const double fp32_bytes = 4.0 * (per_layer * L + 2.0 * V * h + h);
   std::printf("model: hidden %d, %d layers, heads %d/%d, MLP %d, vocab %d (bf16 in memory); fp32 size %s\n", h, L, H, KV,
               F, V, human_bytes(fp32_bytes).c_str());
   std::printf("calibration: 10 x 64 tokens; block-strategy groups (heads + MLP channels)\n");
