@@ -17,6 +17,8 @@ struct Case {
   std::string model, kind, criterion, reduction;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.model << " " << c.kind << " " << c.criterion << "/" << c.reduction; }
+
 std::string case_name(const ::testing::TestParamInfo<Case>& i) {
   std::string s = (i.param.model == "kjv-llama-mha" ? "mha_" : "gqa_") + i.param.kind + "_" + i.param.criterion + "_" + i.param.reduction;
   return s;
