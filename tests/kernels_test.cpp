@@ -280,3 +280,30 @@ TEST(Kernels, LogSoftmaxRowsSumToOne) {
 
 }  // namespace
 }  // namespace llmprune
+
+namespace llmprune {
+namespace {
+
+TEST(Kernels, PerSampleWeightGradStatsMatchNaive) {
+  const int B = 3, T = 4, C = 37, O = 300;  // O spans several row blocks
+  auto dout = test::random_vec(size_t(B) * T * O, 91), inp = test::random_vec(size_t(B) * T * C, 92);
+  std::vector<float> scale = {3.0f, 1.5f, 0.5f};
+  std::vector<float> g(size_t(O) * C, 0), a(size_t(O) * C, 0);
+  kernels::linear_weight_grad_stats(g.data(), a.data(), dout.data(), inp.data(), B, T, C, O, scale.data());
+  for (int o = 0; o < O; o += 7)
+    for (int c = 0; c < C; c += 3) {
+      double gs = 0, as = 0;
+      for (int j = 0; j < B; j++) {
+        double d = 0;
+        for (int t = 0; t < T; t++) d += double(dout[(size_t(j) * T + t) * O + o]) * inp[(size_t(j) * T + t) * C + c];
+        d *= scale[size_t(j)];
+        gs += d / B;
+        as += d * d / B;
+      }
+      EXPECT_NEAR(g[size_t(o) * C + c], gs, 1e-4 + 1e-4 * std::abs(gs));
+      EXPECT_NEAR(a[size_t(o) * C + c], as, 1e-4 + 1e-4 * std::abs(as));
+    }
+}
+
+}  // namespace
+}  // namespace llmprune

@@ -49,6 +49,35 @@ void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, co
   }
 }
 
+void linear_weight_grad_stats(float* g, float* a, const float* dout, const float* inp, int B, int T, int C, int O,
+                              const float* sample_scale) {
+  if (O == 0 || C == 0 || T == 0) return;
+  const int rows_per_block = std::max(8, (1 << 17) / std::max(C, 1));  // ~512 KiB of fp32 per block
+  const int n_blocks = (O + rows_per_block - 1) / rows_per_block;
+  const float invB = 1.0f / float(B);
+#pragma omp parallel
+  {
+    std::vector<float> tmp(size_t(rows_per_block) * C);
+#pragma omp for schedule(dynamic)
+    for (int blk = 0; blk < n_blocks; blk++) {
+      const int o0 = blk * rows_per_block, ob = std::min(rows_per_block, O - o0);
+      float* gb = g + size_t(o0) * C;
+      float* ab = a + size_t(o0) * C;
+      for (int j = 0; j < B; j++) {
+        // tmp[ob, C] = dout_j[:, o0:o0+ob]^T . inp_j
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ob, C, T, sample_scale[j], dout + (size_t(j) * T) * O + o0, O,
+                    inp + size_t(j) * T * C, C, 0.0f, tmp.data(), C);
+        const size_t n = size_t(ob) * C;
+        for (size_t i = 0; i < n; i++) {
+          const float gj = tmp[i];
+          gb[i] += gj * invB;
+          ab[i] += gj * gj * invB;
+        }
+      }
+    }
+  }
+}
+
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps) {
 #pragma omp parallel for if (size_t(N) * C > kParallelMin)
   for (int n = 0; n < N; n++) {

@@ -16,6 +16,13 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
 void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, const float* inp, const float* W,
                      int N, int C, int O);
 
+// Per-sample statistics of a linear layer's weight gradient over B samples of T rows:
+// g[O,C] += sum_j s_j*dW_j / B and a[O,C] += sum_j (s_j*dW_j)^2 / B, dW_j = dout_j^T . inp_j.
+// Works on row blocks of W small enough to stay in cache, so the per-sample gradients are never
+// written out whole (the Fisher diagonal then costs about what the plain gradient costs).
+void linear_weight_grad_stats(float* g, float* a, const float* dout, const float* inp, int B, int T, int C, int O,
+                              const float* sample_scale);
+
 // out = inp * rstd * w with rstd = 1/sqrt(mean(inp^2) + eps), per row.   (LlamaRMSNorm)
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps);
 void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w, const float* rstd,

@@ -149,6 +149,14 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     auto lin_grad = [&](Role r, const float* dout, const float* inp, int in_dim, int out_dim, float* dinp) {
       if (hook) hook->backward(l, r, inp, dout, dinp, N, in_dim, out_dim);
       if (!opt.weight_grads) return;
+      if (opt.per_sample) {
+        // Blocked per-sample statistics: per-sample gradients never leave the cache.
+        GradStats& st = gs[size_t(r)];
+        st.g.assign(size_t(in_dim) * out_dim, 0.0f);
+        st.a.assign(size_t(in_dim) * out_dim, 0.0f);
+        k::linear_weight_grad_stats(st.g.data(), st.a.data(), dout, inp, B, T, in_dim, out_dim, sample_scale.data());
+        return;
+      }
       accumulate_grad(gs[size_t(r)], size_t(in_dim) * out_dim, B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
         k::linear_backward(nullptr, dst, nullptr, dout + size_t(r0) * out_dim, inp + size_t(r0) * in_dim, nullptr, rows, in_dim, out_dim);
       });
