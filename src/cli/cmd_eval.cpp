@@ -210,7 +210,7 @@ void run_eval(const EvalArgs& a) {
     if (!ppl_specs.empty() && a.seq_len > m.cfg.max_pos)
       throw UserError("--seq-len " + std::to_string(a.seq_len) + " exceeds the context of " + path + " (" +
                       std::to_string(m.cfg.max_pos) + ")");
-    auto tok = load_tokenizer(model_dir_of(path));
+    auto tok = load_model_tokenizer(path);
     int max_len = a.max_length > 0 ? a.max_length : m.cfg.max_pos;
     max_len_used = max_len;
     Runner r(m, std::max(max_len, a.seq_len));

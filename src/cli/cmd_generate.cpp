@@ -25,7 +25,7 @@ void run_generate(const GenArgs& a) {
   if (a.temperature < 0) throw UserError("--temperature must be >= 0");
   if (a.top_p <= 0 || a.top_p > 1) throw UserError("--top-p must be in (0, 1]");
   Model m = Model::load(a.model);
-  auto tok = load_tokenizer(model_dir_of(a.model));
+  auto tok = load_model_tokenizer(a.model);
   std::vector<int32_t> ids;
   if (!a.no_bos && tok->bos_id() >= 0) ids.push_back(tok->bos_id());
   auto body = tok->encode(a.prompt);

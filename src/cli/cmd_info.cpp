@@ -25,7 +25,7 @@ void run_info(const InfoArgs& a) {
   std::string tok_kind = "none";
   int tok_vocab = 0;
   try {
-    auto tok = load_tokenizer(model_dir_of(a.model));
+    auto tok = load_model_tokenizer(a.model);
     tok_kind = tok->kind();
     tok_vocab = tok->vocab_size();
   } catch (const std::exception& e) {

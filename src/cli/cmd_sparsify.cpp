@@ -98,7 +98,7 @@ void run_sparsify(const SparsifyArgs& a) {
     if (a.calib_seq_len > model.cfg.max_pos)
       throw UserError("--calib-seq-len " + std::to_string(a.calib_seq_len) + " exceeds the model's context of " +
                       std::to_string(model.cfg.max_pos));
-    auto tok = load_tokenizer(model_dir_of(a.model));
+    auto tok = load_model_tokenizer(a.model);
     auto stream = tokenize_file_with_bos(*tok, a.calib);
     CalibOptions co;
     co.file = a.calib;

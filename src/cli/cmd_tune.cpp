@@ -105,7 +105,7 @@ void run_tune(TuneArgs& a) {
   }
   if (a.cutoff_len > model.cfg.max_pos)
     throw UserError("--cutoff-len " + std::to_string(a.cutoff_len) + " exceeds the model's context of " + std::to_string(model.cfg.max_pos));
-  auto tok = load_tokenizer(model_dir_of(a.model));
+  auto tok = load_model_tokenizer(a.model);
 
   DataOptions dopt;
   dopt.cutoff_len = a.cutoff_len;

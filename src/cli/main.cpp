@@ -6,6 +6,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "model/gguf_model.h"
 
 namespace llmprune::cli {
 
@@ -42,6 +43,16 @@ std::string format_count(double n) {
 std::filesystem::path model_dir_of(const std::string& model) {
   std::filesystem::path p(model);
   return std::filesystem::is_directory(p) ? p : p.parent_path();
+}
+
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model) {
+  std::filesystem::path p(model);
+  if (p.extension() == ".gguf" && std::filesystem::is_regular_file(p)) {
+    auto dir = p.parent_path().empty() ? std::filesystem::path(".") : p.parent_path();
+    if (!std::filesystem::exists(dir / "tokenizer.json") && !std::filesystem::exists(dir / "tokenizer.model"))
+      return load_gguf_tokenizer(p);
+  }
+  return load_tokenizer(model_dir_of(model));
 }
 
 }  // namespace llmprune::cli
