@@ -15,6 +15,7 @@
 #include "importance/importance.h"
 #include "prune/plan.h"
 #include "prune/surgery.h"
+#include "report/report.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -30,7 +31,7 @@ struct PruneArgs {
   bool global = false, force = false, json = false;
   int iterative_steps = 1, round_to = 1, drop_layers = -1;
   std::string gqa_unit = "kv-group";
-  std::string calib, calib_sampling = "random", save_importance;
+  std::string calib, calib_sampling = "random", save_importance, report;
   int calib_samples = 10, calib_seq_len = 64;
   uint64_t seed = 0;
 };
@@ -193,8 +194,11 @@ void run_prune(const PruneArgs& a) {
   pj["seconds"] = secs;
   pj["peak_rss_bytes"] = peak_rss_bytes();
   atomic_write_file(out.path() / "pruning.json", pj.dump(2) + "\n");
+  // Every candidate's score, always: `llmprune report` plots the distributions from it.
+  atomic_write_file(out.path() / "importance.json", importance_dump.dump(1) + "\n");
   if (!a.save_importance.empty()) atomic_write_file(a.save_importance, importance_dump.dump(1) + "\n");
   out.commit();
+  if (!a.report.empty()) write_report({a.out}, a.report);
 
   if (a.json) {
     std::cout << pj.dump(2) << "\n";
@@ -212,6 +216,7 @@ void run_prune(const PruneArgs& a) {
   std::printf("\nparameters %s -> %s (%.2f%% removed)\n", format_count(double(before.total)).c_str(),
               format_count(double(after.total)).c_str(), 100.0 * (1.0 - double(after.total) / double(before.total)));
   std::printf("time %.1fs, peak memory %s\n", secs, human_bytes(double(peak_rss_bytes())).c_str());
+  if (!a.report.empty()) std::printf("report %s\n", a.report.c_str());
 }
 
 void register_prune(CLI::App& app) {
@@ -240,6 +245,7 @@ void register_prune(CLI::App& app) {
   cmd->add_option("--calib-sampling", a->calib_sampling, "random | sequential")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed for calibration sampling and the random criterion")->capture_default_str();
   cmd->add_option("--save-importance", a->save_importance, "write every unit's score to this JSON file");
+  cmd->add_option("--report", a->report, "also write the HTML report of this run (llmprune report) to FILE");
   cmd->add_flag("--force", a->force, "replace --out if it exists");
   cmd->add_flag("--json", a->json, "print pruning.json to stdout instead of the table");
   cmd->callback([a] { run_prune(*a); });
