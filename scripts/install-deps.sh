@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages llmprune needs, only those missing.
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libsentencepiece-dev
-      nlohmann-json3-dev libpcre2-dev libcli11-dev libgtest-dev libbenchmark-dev)
+      nlohmann-json3-dev libpcre2-dev libcli11-dev libgtest-dev libbenchmark-dev
+      chromium fonts-dejavu-core)  # chromium: the HTML report is rendered headless in a test
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
