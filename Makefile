@@ -23,3 +23,29 @@ bench: build
 
 clean:
 	rm -rf $(BUILD)
+
+# Robustness (docs/robustness.md). `make test-asan`: unit tests under ASan+UBSan in their own
+# build dir; `make fuzz`: builds the libFuzzer targets with clang and runs each FUZZ_SECONDS.
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+# Excluded under ASan (ctest -E): nothing by default; see docs/robustness.md before adding.
+ASAN_EXCLUDE ?=
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:strict_init_order=1:check_initialization_order=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizer/ubsan.supp
+
+.PHONY: test-asan fuzz
+
+test-asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMPRUNE_SANITIZE=ON > /dev/null
+	@$(SAN_ENV) cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && $(SAN_ENV) ctest --output-on-failure -j $(JOBS) $(if $(ASAN_EXCLUDE),-E '$(ASAN_EXCLUDE)')
+
+fuzz: deps
+	@bash fuzz/install-deps.sh
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMPRUNE_FUZZ=ON > /dev/null
+	@cmake --build $(FUZZ_BUILD) --target fuzz_targets -j $(JOBS)
+	bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) "$(FUZZ_TARGETS)"

@@ -978,8 +978,13 @@ VocabExport export_vocab(const Tokenizer& tokenizer) {
 
 VocabExport export_sentencepiece_vocab(const std::filesystem::path& model_file) {
   sentencepiece::SentencePieceProcessor sp;
-  if (auto status = sp.Load(model_file.string()); !status.ok())
-    throw input_error(model_file.string(), "not a SentencePiece model: " + status.ToString());
+  sentencepiece::util::Status status;
+  try {
+    status = sp.Load(model_file.string());
+  } catch (const std::exception& e) {  // libsentencepiece's trie builder throws on some malformed models
+    throw input_error(model_file.string(), std::string("not a SentencePiece model: ") + e.what());
+  }
+  if (!status.ok()) throw input_error(model_file.string(), "not a SentencePiece model: " + status.ToString());
   const std::string proto = sp.serialized_model_proto();
   VocabExport v;
   v.model = "llama";

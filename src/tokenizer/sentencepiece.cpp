@@ -12,7 +12,12 @@ namespace {
 class SentencePieceTokenizer : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::filesystem::path& file) {
-    auto st = sp_.Load(file.string());
+    sentencepiece::util::Status st;
+    try {
+      st = sp_.Load(file.string());
+    } catch (const std::exception& e) {  // libsentencepiece's trie builder throws on some malformed models
+      throw input_error(file.string(), std::string("not a SentencePiece model: ") + e.what());
+    }
     if (!st.ok()) throw input_error(file.string(), "not a SentencePiece model: " + st.ToString());
     bos_id_ = sp_.bos_id();
     eos_id_ = sp_.eos_id();

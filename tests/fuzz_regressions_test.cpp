@@ -1,0 +1,153 @@
+// Inputs that crashed a libFuzzer target (fuzz/), kept under tests/data/fuzz/<target>/ and run
+// through the same public entry points the CLI uses. Each must be rejected with a UserError that
+// names the file (exit 2), never another exception or a sanitizer report. docs/robustness.md
+// lists them.
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "io/gguf.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llmprune {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path data_dir(const std::string& target) { return test::source_dir() / "tests/data/fuzz" / target; }
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<fs::path> inputs(const std::string& target) {
+  std::vector<fs::path> out;
+  if (fs::is_directory(data_dir(target)))
+    for (auto& e : fs::directory_iterator(data_dir(target)))
+      if (e.is_regular_file()) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The two-shard tiny model of fuzz/index_fuzz.cpp.
+fs::path two_shard_model(const std::string& tag) {
+  fs::path d = test::temp_dir(tag);
+  auto add = [](SafetensorsWriter& w, const std::string& name, std::vector<int64_t> shape) {
+    w.add(name, DType::F32, shape, [shape](void* dst) {
+      size_t n = 1;
+      for (auto s : shape) n *= size_t(s);
+      std::memset(dst, 0, n * 4);
+    });
+  };
+  SafetensorsWriter a, b;
+  add(a, "model.embed_tokens.weight", {32, 16});
+  const std::string p = "model.layers.0.";
+  add(b, p + "input_layernorm.weight", {16});
+  add(b, p + "self_attn.q_proj.weight", {32, 16});
+  add(b, p + "self_attn.k_proj.weight", {16, 16});
+  add(b, p + "self_attn.v_proj.weight", {16, 16});
+  add(b, p + "self_attn.o_proj.weight", {16, 32});
+  add(b, p + "post_attention_layernorm.weight", {16});
+  add(b, p + "mlp.gate_proj.weight", {24, 16});
+  add(b, p + "mlp.up_proj.weight", {24, 16});
+  add(b, p + "mlp.down_proj.weight", {16, 24});
+  add(b, "model.norm.weight", {16});
+  a.write(d / "model-00001-of-00002.safetensors");
+  b.write(d / "model-00002-of-00002.safetensors");
+  return d;
+}
+
+// Runs fn and expects a UserError whose message contains `needle` (no other exception type).
+template <class Fn>
+void expect_user_error(Fn&& fn, const std::string& needle, const std::string& input) {
+  try {
+    fn();
+    ADD_FAILURE() << input << ": accepted";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << input << ": " << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << input << ": " << typeid(e).name() << " instead of UserError: " << e.what();
+  }
+}
+
+// fuzz_index: a weight_map shard name longer than NAME_MAX made fs::exists throw
+// std::filesystem::filesystem_error ("File name too long") out of load_checkpoint_tensors, which
+// the CLI reported as an internal error with exit 1.
+TEST(FuzzRegressions, IndexShardNameTooLong) {
+  auto files = inputs("index");
+  ASSERT_FALSE(files.empty());
+  for (auto& f : files) {
+    auto dir = two_shard_model("index");
+    fs::copy_file(f, dir / "model.safetensors.index.json");
+    expect_user_error([&] { load_checkpoint_tensors(dir); }, "shard named by the index is missing", f.filename().string());
+  }
+}
+
+TEST(FuzzRegressions, IndexShardNameTooLongThroughCli) {
+  auto dir = two_shard_model("index-cli");
+  nlohmann::json cfg = {{"model_type", "llama"}, {"hidden_size", 16}, {"intermediate_size", 24}, {"num_hidden_layers", 1},
+                        {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 8}, {"vocab_size", 32},
+                        {"tie_word_embeddings", true}};
+  std::ofstream(dir / "config.json") << cfg.dump();
+  fs::copy_file(data_dir("index") / "shard-name-too-long.json", dir / "model.safetensors.index.json");
+  auto r = test::run_cli("info '" + dir.string() + "'");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err.rfind("llmprune: error: " + dir.string() + "/model-00001-of-00002.safetensors7777", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("shard named by the index is missing"), std::string::npos) << r.err;
+}
+
+// A model path too long to stat: same filesystem_error, from Model::load's first check.
+TEST(FuzzRegressions, ModelPathTooLong) {
+  std::string long_name(5000, 'a');
+  auto r = test::run_cli("info " + long_name);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("cannot access: File name too long"), std::string::npos) << r.err;
+}
+
+// fuzz_sentencepiece: a model whose piece list yields an empty key made libsentencepiece's
+// darts-clone trie builder throw Darts::Details::Exception (not a std::runtime_error subclass the
+// CLI knows) out of SentencePieceProcessor::Load; the wrapper now turns it into a UserError.
+TEST(FuzzRegressions, SentencePieceLoaderExceptions) {
+  auto files = inputs("sentencepiece");
+  ASSERT_FALSE(files.empty());
+  for (auto& f : files)
+    expect_user_error([&] { load_sentencepiece(f); }, f.string() + ": not a SentencePiece model", f.filename().string());
+}
+
+// Every committed crash input of the in-memory targets must be rejected without a crash.
+TEST(FuzzRegressions, InMemoryParsersRejectCleanly) {
+  for (auto& f : inputs("safetensors")) {
+    std::string s = slurp(f);
+    try {
+      parse_safetensors(reinterpret_cast<const uint8_t*>(s.data()), s.size(), f.string());
+    } catch (const UserError&) {
+    }
+  }
+  for (auto& f : inputs("gguf")) {
+    std::string s = slurp(f);
+    try {
+      gguf::parse_gguf_buffer(reinterpret_cast<const uint8_t*>(s.data()), s.size(), f.string());
+    } catch (const UserError&) {
+    }
+  }
+  for (auto& f : inputs("config")) {
+    auto j = nlohmann::json::parse(slurp(f), nullptr, false);
+    if (j.is_discarded()) continue;
+    try {
+      ModelConfig::from_json(j, f.string());
+    } catch (const UserError&) {
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llmprune
