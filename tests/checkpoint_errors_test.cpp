@@ -131,7 +131,10 @@ fs::path tiny_model(const std::string& tag, const std::function<void(json&)>& ed
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
 // Exit 2, one line on stderr, "llmprune: error: " prefix, and every needle in that line.
+// The message is recorded as the test property "stderr" (docs/robustness.md's table is made from
+// --gtest_output=json of this file's tests).
 void expect_user_error(const test::CmdResult& r, const std::vector<std::string>& needles) {
+  ::testing::Test::RecordProperty("stderr", r.err.substr(0, r.err.find('\n')));
   EXPECT_EQ(r.exit_code, 2) << "stderr: " << r.err;
   ASSERT_FALSE(r.err.empty());
   EXPECT_EQ(r.err.back(), '\n') << r.err;
