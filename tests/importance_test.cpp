@@ -74,7 +74,9 @@ TEST_P(ImportanceGolden, ScoresAndSelectionMatchReference) {
     std::vector<double> b(ref.values.begin() + long(l0), ref.values.begin() + long(l0 + per));
     size_t k = std::max<size_t>(1, per / 5);
     auto la = lowest(a, k), lb = lowest(b, k);
-    if (c.criterion != "vector") EXPECT_EQ(la, lb) << "selection differs in block starting at " << l0;
+    if (c.criterion != "vector") {
+      EXPECT_EQ(la, lb) << "selection differs in block starting at " << l0;
+    }
   }
 }
 
