@@ -14,6 +14,8 @@
 #include "core/dtype.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
+#include "model/gguf_model.h"
+#include "model/model.h"
 
 using namespace llmprune;
 namespace fs = std::filesystem;
@@ -76,9 +78,23 @@ void write_gguf(const fs::path& path, bool with_metadata) {
     w.set("t.u64", Value(std::numeric_limits<uint64_t>::max()));
     w.set("t.i64", Value(std::numeric_limits<int64_t>::min()));
     w.set("t.f64", Value(3.141592653589793));
-    w.set("tokenizer.ggml.tokens", Value::array_of(std::vector<std::string>{"<unk>", "<s>", "</s>", "\xe2\x96\x81the", "<0x0A>"}));
-    w.set("tokenizer.ggml.scores", Value::array_of(std::vector<float>{0, 0, 0, -1.5f, -2}));
-    w.set("tokenizer.ggml.token_type", Value::array_of(std::vector<int32_t>{2, 3, 3, 1, 6}));
+    w.set("tokenizer.ggml.model", Value("llama"));
+    w.set("tokenizer.ggml.bos_token_id", Value(uint32_t(1)));
+    w.set("tokenizer.ggml.eos_token_id", Value(uint32_t(2)));
+    // A usable SentencePiece-style vocabulary: specials, the 256 byte pieces, a few words.
+    std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
+    std::vector<float> scores = {0, 0, 0};
+    std::vector<int32_t> types = {2, 3, 3};
+    char buf[8];
+    for (int b = 0; b < 256; b++) {
+      std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+      tokens.push_back(buf), scores.push_back(0), types.push_back(6);
+    }
+    for (const char* w : {"\xe2\x96\x81", "\xe2\x96\x81t", "\xe2\x96\x81th", "\xe2\x96\x81the", "e", "h", "t"})
+      tokens.push_back(w), scores.push_back(-float(tokens.size())), types.push_back(1);
+    w.set("tokenizer.ggml.tokens", Value::array_of(tokens));
+    w.set("tokenizer.ggml.scores", Value::array_of(scores));
+    w.set("tokenizer.ggml.token_type", Value::array_of(types));
     w.set("a.u64", Value::array_of(std::vector<uint64_t>{0, uint64_t(1) << 63}));
     w.set("a.nested", Value::array(ValueType::Array, {Value::array_of(std::vector<std::string>{"x", "yy"}),
                                                        Value::array_of(std::vector<std::string>{})}));
@@ -100,6 +116,22 @@ void write_gguf(const fs::path& path, bool with_metadata) {
   w.finish();
 }
 
+// The tiny model of write_st as a GGUF file, through the exporter (a real-world layout).
+void write_model_gguf(const fs::path& path, const std::vector<Spec>& specs) {
+  fs::path tmp = path;
+  tmp += ".st";
+  write_st(tmp, specs, DType::F32, false);
+  auto file = SafetensorsFile::open(tmp);
+  ModelConfig cfg = ModelConfig::from_json(
+      {{"model_type", "llama"}, {"hidden_size", 16}, {"intermediate_size", 24}, {"num_hidden_layers", 1},
+       {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 8}, {"vocab_size", 32},
+       {"max_position_embeddings", 64}, {"tie_word_embeddings", true}},
+      "seed/config.json");
+  Model m = Model::from_tensors(cfg, file.tensors, "seed");
+  export_gguf(m, nullptr, path, DType::F32);
+  fs::remove(tmp);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -116,6 +148,7 @@ int main(int argc, char** argv) {
   write_st(out / "safetensors" / "gen-one-tensor.safetensors", {{"model.norm.weight", {16}}}, DType::F32, true);
   write_gguf(out / "gguf" / "gen-small.gguf", false);
   write_gguf(out / "gguf" / "gen-all-types.gguf", true);
+  write_model_gguf(out / "gguf" / "gen-tiny-model.gguf", tiny(4, 2, 24));
   std::printf("seeds written under %s\n", out.c_str());
   return 0;
 }

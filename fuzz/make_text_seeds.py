@@ -6,6 +6,7 @@
   sentencepiece/  the KJV fixture's tokenizer.model (65 KB) and two hand-encoded tiny protos
   tokenizer_json/ tokenizer.json files shrunk to ~300 pieces from tests/data/tokenizers
   tasks/          one layout byte + the first items of each fixture task file (see tasks_fuzz.cpp)
+  alpaca/         one options byte + Alpaca JSON / JSON lines / text (see alpaca_fuzz.cpp)
 
 Usage: python3 fuzz/make_text_seeds.py   (from the repository root; re-run after changing it)
 The generated binary seeds (safetensors, GGUF) come from make_fuzz_seeds (make_seeds.cpp).
@@ -182,6 +183,15 @@ if os.path.isdir(T):
                           b'"label": "A"}, {"text": "plants sprouting, blooming and wilting", "label": "B"}]}, "answerKey": "B"}\n')
     task(9, "obqa-tsv", head(os.path.join(T, "openbookqa", "test.tsv"), 3))
     task(10, "kjv-cloze", head(os.path.join(T, "kjv-cloze", "test.jsonl"), 2))
+
+# ---------------------------------------------------------------- alpaca
+recs = [{"instruction": "Give three tips for staying healthy.", "input": "", "output": "1. Eat well. 2. Exercise. 3. Sleep."},
+        {"instruction": "Translate to French.", "input": "In the beginning", "output": "Au commencement"}]
+put("alpaca", "array.json", bytes([0xE0]) + json.dumps(recs, indent=1).encode())
+put("alpaca", "lines.jsonl", bytes([0xE1]) + ("\n".join(json.dumps(r) for r in recs) + "\n\n{bad json\n").encode())
+put("alpaca", "lines-strict-train-inputs.jsonl", bytes([0xED]) + "\n".join(json.dumps(r) for r in recs).encode())
+put("alpaca", "text.txt", bytes([0x22]) + b"In the beginning God created the heaven and the earth.\nAnd the earth was without form.\n")
+put("alpaca", "wrong-types.json", bytes([0xE0]) + b'[{"instruction": 3, "output": "x"}, {"instruction": "a", "input": null, "output": "b"}, []]')
 
 total = 0
 for d, _, fs in os.walk(OUT):

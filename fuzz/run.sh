@@ -25,13 +25,14 @@ for t in $TARGETS; do
   work="$BUILD/fuzz-work/$t"
   mkdir -p "$work/corpus" "$work/artifacts"
   dict=()
-  case $t in safetensors|config|index|tokenizer_json|tasks) dict=(-dict=fuzz/json.dict) ;; esac
+  case $t in safetensors|config|index|tokenizer_json|tasks|alpaca) dict=(-dict=fuzz/json.dict) ;; esac
+  before=$(ls "$work/artifacts" | wc -l)
   "$bin" "$work/corpus" "fuzz/corpus/$t" "${dict[@]}" -max_total_time="$SECS" -timeout=20 -rss_limit_mb=2560 \
     -print_final_stats=1 -artifact_prefix="$work/artifacts/" > "$work/log" 2>&1
   rc=$?
   execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$work/log" | tail -1)
   ncorp=$(ls "$work/corpus" | wc -l)
-  crashes=$(ls "$work/artifacts" | wc -l)
+  crashes=$(( $(ls "$work/artifacts" | wc -l) - before ))  # new crash/leak/timeout/oom inputs of this run
   [[ $rc -ne 0 && $crashes -eq 0 ]] && crashes="rc=$rc"
   printf "%-16s %12s %8s %8s %s\n" "$t" "${execs:-?}" "$ncorp" "$crashes" "$work/log"
   printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$(date -u +%FT%TZ)" "$t" "$SECS" "${execs:-?}" "$crashes" "$(git rev-parse --short HEAD 2>/dev/null)" >> "$summary"

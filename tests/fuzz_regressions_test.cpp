@@ -9,10 +9,12 @@
 #include <vector>
 
 #include "core/error.h"
+#include "eval/tasks.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "test_util.h"
+#include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmprune {
@@ -113,14 +115,46 @@ TEST(FuzzRegressions, ModelPathTooLong) {
   EXPECT_NE(r.err.find("cannot access: File name too long"), std::string::npos) << r.err;
 }
 
-// fuzz_sentencepiece: a model whose piece list yields an empty key made libsentencepiece's
-// darts-clone trie builder throw Darts::Details::Exception (not a std::runtime_error subclass the
-// CLI knows) out of SentencePieceProcessor::Load; the wrapper now turns it into a UserError.
+// fuzz_sentencepiece:
+//  darts-zero-length-key.model: a piece list that yields an empty key made libsentencepiece's
+//    darts-clone trie builder throw Darts::Details::Exception (not a std::runtime_error) out of
+//    SentencePieceProcessor::Load; the wrapper now turns it into a UserError naming the file.
+//  encode-not-consumed.model: loads, but Encode fails ("all normalized characters are not
+//    consumed"); that was a RuntimeError without the file (exit 1), now a UserError naming it.
 TEST(FuzzRegressions, SentencePieceLoaderExceptions) {
   auto files = inputs("sentencepiece");
-  ASSERT_FALSE(files.empty());
+  ASSERT_GE(files.size(), 2u);
   for (auto& f : files)
-    expect_user_error([&] { load_sentencepiece(f); }, f.string() + ": not a SentencePiece model", f.filename().string());
+    expect_user_error(
+        [&] {
+          auto tok = load_sentencepiece(f);
+          tok->decode(tok->encode("In the beginning God created the heaven and the earth. 1234 \xc3\xa9t\xc3\xa9 \xe2\x96\x81<s>"));
+        },
+        f.string() + ": ", f.filename().string());
+}
+
+// fuzz_tasks: a JSON number too large for a double ("...e95628") is nlohmann's out_of_range, not
+// its parse_error, and escaped read_jsonl's catch (exit 1, no file or line). The input's first
+// byte selects the layout in fuzz/tasks_fuzz.cpp; 8 is openbookqa/test.jsonl.
+TEST(FuzzRegressions, TaskJsonNumberOverflow) {
+  std::string s = slurp(data_dir("tasks") / "obqa-number-overflow.bin");
+  ASSERT_FALSE(s.empty());
+  ASSERT_EQ(uint8_t(s[0]) % 11, 8);
+  auto root = test::temp_dir("tasks");
+  fs::create_directories(root / "openbookqa");
+  std::ofstream(root / "openbookqa" / "test.jsonl", std::ios::binary) << s.substr(1);
+  expect_user_error([&] { load_task("openbookqa", root); }, (root / "openbookqa" / "test.jsonl").string() + ":1: invalid JSON",
+                    "obqa-number-overflow.bin");
+}
+
+// fuzz_tokenizer_json: model.vocab ids were read with get<int32_t>() after a ">= 0" check on the
+// int64 value, so 14444444444444438 wrapped to a large positive id (a 5 GB table: out of memory)
+// and 4294967295 to -1 (a write before the start of the id table). Ids are now bounded.
+TEST(FuzzRegressions, TokenizerJsonVocabIdOutOfRange) {
+  auto files = inputs("tokenizer_json");
+  ASSERT_GE(files.size(), 2u);
+  for (auto& f : files)
+    expect_user_error([&] { load_hf_tokenizer_json(f); }, "is not an id in [0, 16777216)", f.filename().string());
 }
 
 // Every committed crash input of the in-memory targets must be rejected without a crash.

@@ -245,7 +245,7 @@ std::vector<Rec> read_jsonl(const fs::path& file) {
     json j;
     try {
       j = json::parse(l.text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers past double
       std::string msg = e.what();
       if (auto p = msg.find("] "); msg.rfind("[json.exception", 0) == 0 && p != std::string::npos) msg.erase(0, p + 2);
       fail(file, l.number, "invalid JSON: " + msg);

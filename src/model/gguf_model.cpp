@@ -172,7 +172,11 @@ struct SpmNormalizer {
 SpmNormalizer read_spm_normalizer(const fs::path& model_file) {
   SpmNormalizer n;
   sentencepiece::SentencePieceProcessor sp;
-  if (!sp.Load(model_file.string()).ok()) return n;
+  try {
+    if (!sp.Load(model_file.string()).ok()) return n;
+  } catch (const std::exception&) {  // malformed model: the caller's own load reports it
+    return n;
+  }
   std::string proto = sp.serialized_model_proto();
   Proto p{proto};
   while (!p.done()) {
@@ -609,14 +613,19 @@ namespace {
 
 class GgufSpmTokenizer : public Tokenizer {
  public:
-  GgufSpmTokenizer(const std::string& proto, const std::string& src) {
-    auto st = sp_.LoadFromSerializedProto(proto);
+  GgufSpmTokenizer(const std::string& proto, const std::string& src) : src_(src) {
+    sentencepiece::util::Status st;
+    try {
+      st = sp_.LoadFromSerializedProto(proto);
+    } catch (const std::exception& e) {  // libsentencepiece's trie builder throws, e.g. on an empty piece
+      throw input_error(src, std::string("the tokenizer.ggml.* vocabulary is not usable as a SentencePiece model: ") + e.what());
+    }
     if (!st.ok()) throw input_error(src, "the tokenizer.ggml.* vocabulary is not usable as a SentencePiece model: " + st.ToString());
   }
   std::vector<int32_t> encode(std::string_view text) const override {
     std::vector<int> ids;
     auto st = sp_.Encode(std::string(text), &ids);
-    if (!st.ok()) throw RuntimeError("sentencepiece encode failed: " + st.ToString());
+    if (!st.ok()) throw input_error(src_, "the tokenizer.ggml.* vocabulary cannot encode the text: " + st.ToString());
     return {ids.begin(), ids.end()};
   }
   std::string decode(const std::vector<int32_t>& ids) const override {
@@ -625,7 +634,7 @@ class GgufSpmTokenizer : public Tokenizer {
       if (id >= 0 && id < sp_.GetPieceSize() && !sp_.IsControl(id)) v.push_back(id);
     std::string out;
     auto st = sp_.Decode(v, &out);
-    if (!st.ok()) throw RuntimeError("sentencepiece decode failed: " + st.ToString());
+    if (!st.ok()) throw input_error(src_, "the tokenizer.ggml.* vocabulary cannot decode the ids: " + st.ToString());
     return out;
   }
   int32_t vocab_size() const override { return sp_.GetPieceSize(); }
@@ -634,6 +643,7 @@ class GgufSpmTokenizer : public Tokenizer {
 
  private:
   sentencepiece::SentencePieceProcessor sp_;
+  std::string src_;
 };
 
 }  // namespace

@@ -29,6 +29,9 @@ namespace {
 using nlohmann::json;
 using bpe::Regex;
 
+// Token ids must be below this (16.7M; the largest vocabularies in use have ~260K entries).
+constexpr int64_t kMaxTokenId = int64_t(1) << 24;
+
 // Thrown while reading the file; load_hf_tokenizer_json prefixes the file name.
 struct FormatError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -655,8 +658,9 @@ HfBpeTokenizer::HfBpeTokenizer(const json& root, const std::filesystem::path& fi
   bpe::PieceMap vocab;
   vocab.reserve(vocab_json->size());
   for (auto it = vocab_json->begin(); it != vocab_json->end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
-      throw FormatError("model.vocab[\"" + it.key() + "\"] is not a non-negative id");
+    // Bounded: ids index dense tables, and get<int32_t>() of a larger value would wrap negative.
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() >= kMaxTokenId)
+      throw FormatError("model.vocab[\"" + it.key() + "\"] is not an id in [0, " + std::to_string(kMaxTokenId) + ")");
     vocab.emplace(it.key(), it.value().get<int32_t>());
   }
   std::vector<std::pair<std::string, std::string>> merges;
@@ -701,7 +705,8 @@ HfBpeTokenizer::HfBpeTokenizer(const json& root, const std::filesystem::path& fi
       const json& a = (*added)[i];
       const std::string where = "added_tokens[" + std::to_string(i) + "]";
       const json* id = member(a, "id");
-      if (!id || !id->is_number_integer() || id->get<int64_t>() < 0) throw FormatError(where + ".id must be a non-negative integer");
+      if (!id || !id->is_number_integer() || id->get<int64_t>() < 0 || id->get<int64_t>() >= kMaxTokenId)
+        throw FormatError(where + ".id must be an integer in [0, " + std::to_string(kMaxTokenId) + ")");
       AddedToken t;
       t.id = id->get<int32_t>();
       t.content = string_member(a, "content", where);

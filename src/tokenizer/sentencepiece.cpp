@@ -11,7 +11,7 @@ namespace {
 
 class SentencePieceTokenizer : public Tokenizer {
  public:
-  explicit SentencePieceTokenizer(const std::filesystem::path& file) {
+  explicit SentencePieceTokenizer(const std::filesystem::path& file) : file_(file.string()) {
     sentencepiece::util::Status st;
     try {
       st = sp_.Load(file.string());
@@ -25,7 +25,8 @@ class SentencePieceTokenizer : public Tokenizer {
   std::vector<int32_t> encode(std::string_view text) const override {
     std::vector<int> ids;
     auto st = sp_.Encode(std::string(text), &ids);
-    if (!st.ok()) throw RuntimeError("sentencepiece encode failed: " + st.ToString());
+    // A model that loads but cannot encode is a malformed model file, not a runtime failure.
+    if (!st.ok()) throw input_error(file_, "SentencePiece model cannot encode the text: " + st.ToString());
     return std::vector<int32_t>(ids.begin(), ids.end());
   }
   std::string decode(const std::vector<int32_t>& ids) const override {
@@ -35,7 +36,7 @@ class SentencePieceTokenizer : public Tokenizer {
       if (id >= 0 && id < sp_.GetPieceSize() && !sp_.IsControl(id)) v.push_back(id);
     std::string out;
     auto st = sp_.Decode(v, &out);
-    if (!st.ok()) throw RuntimeError("sentencepiece decode failed: " + st.ToString());
+    if (!st.ok()) throw input_error(file_, "SentencePiece model cannot decode the ids: " + st.ToString());
     return out;
   }
   int32_t vocab_size() const override { return sp_.GetPieceSize(); }
@@ -44,6 +45,7 @@ class SentencePieceTokenizer : public Tokenizer {
 
  private:
   sentencepiece::SentencePieceProcessor sp_;
+  std::string file_;
 };
 
 int json_int_or(const std::filesystem::path& file, const char* key, int fallback) {
