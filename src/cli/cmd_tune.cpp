@@ -131,6 +131,7 @@ void run_tune(TuneArgs& a) {
   if (t.checkpoint_dir.empty()) t.checkpoint_dir = a.checkpoint_dir.empty() ? fs::path(a.out + ".ckpt") : fs::path(a.checkpoint_dir);
   if (!a.resume_from.empty()) t.resume_from = a.resume_from;
   t.resume = a.resume;
+  t.replace_checkpoints = a.force;
   t.fingerprint = {{"model", abs_path(a.model)},
                    {"model_params", model.n_params()},
                    {"data", abs_path(a.data)},
@@ -272,7 +273,7 @@ void register_tune(CLI::App& app) {
   cmd->add_option("--seed", t.seed, "seed: adapter init, data order, dropout, validation split")->capture_default_str();
   cmd->add_option("--save-adapter", a->save_adapter, "also write the adapter alone in PEFT's layout to this directory");
   cmd->add_option("--dtype", a->dtype, "dtype of the merged weights (default: the model's)");
-  cmd->add_flag("--force", a->force, "replace --out / --save-adapter if they exist");
+  cmd->add_flag("--force", a->force, "replace --out / --save-adapter if they exist, and an earlier run's checkpoints");
   cmd->add_flag("--json", a->json_out, "print tune.json to stdout");
   cmd->add_flag("--quiet,-q", a->quiet, "no progress lines on stderr");
   cmd->callback([a] { run_tune(*a); });

@@ -377,6 +377,15 @@ TrainResult Trainer::run(const std::vector<Example>& train, const std::vector<Ex
     emit("resuming from " + dir.string() + " at step " + std::to_string(start) + "/" + std::to_string(total));
   }
   if (!opt_.checkpoint_dir.empty() && opt_.save_every > 0) {
+    if (start == 0 && !latest_checkpoint(opt_.checkpoint_dir).empty()) {
+      // A fresh run must not mix its checkpoints with an earlier run's (the newest-kept rule
+      // would then delete the new ones).
+      if (!opt_.replace_checkpoints)
+        throw UserError(opt_.checkpoint_dir.string() + ": holds checkpoints of an earlier run (continue it with --resume, or --force to start over)");
+      std::error_code ec;
+      for (auto& e : fs::directory_iterator(opt_.checkpoint_dir, ec))
+        if (checkpoint_step(e.path()) >= 0) fs::remove_all(e.path(), ec);
+    }
     fs::create_directories(opt_.checkpoint_dir);
     // Temporary directories left by killed runs (<name>.tmp-<pid> of a dead process).
     std::error_code ec;
@@ -428,7 +437,14 @@ TrainResult Trainer::run(const std::vector<Example>& train, const std::vector<Ex
       mbs.push_back(std::move(mb));
     }
     const double lr = lr_at(opt_, s, total, warmup);
-    StepResult sr = step(mbs, s, lr);
+    StepResult sr;
+    try {
+      sr = step(mbs, s, lr);
+    } catch (const RuntimeError& e) {
+      // Stop; the newest checkpoint on disk is the last good state (never overwritten here).
+      fs::path last = opt_.checkpoint_dir.empty() ? fs::path() : latest_checkpoint(opt_.checkpoint_dir);
+      throw RuntimeError(std::string(e.what()) + (last.empty() ? "; no checkpoint was written" : "; last good checkpoint: " + last.string()));
+    }
     res.tokens += sr.tokens;
     const double t = now_s();
     json rec = {{"step", s + 1},

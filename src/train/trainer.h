@@ -43,6 +43,7 @@ struct TrainOptions {
   int keep_checkpoints = 2;
   bool resume = false;                   // continue from the newest checkpoint in checkpoint_dir
   std::filesystem::path resume_from;     // or from this checkpoint directory
+  bool replace_checkpoints = false;      // a fresh run may delete an earlier run's checkpoints
   nlohmann::json fingerprint = nlohmann::json::object();  // settings a resumed run must share
   bool quiet = false;
 };
