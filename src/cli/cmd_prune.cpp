@@ -13,6 +13,7 @@
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "importance/importance.h"
+#include "prune/budget.h"
 #include "prune/plan.h"
 #include "prune/surgery.h"
 #include "report/report.h"
@@ -34,6 +35,7 @@ struct PruneArgs {
   std::string calib, calib_sampling = "random", save_importance, report;
   int calib_samples = 10, calib_seq_len = 64;
   uint64_t seed = 0;
+  std::string max_memory, activations = "auto";
 };
 
 json unit_json(const Group& g, double score) {
@@ -44,6 +46,8 @@ void run_prune(const PruneArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   if (a.json) Progress::set_enabled(false);
   if (a.out.empty()) throw UserError("--out DIR is required");
+  if (a.activations != "auto" && a.activations != "keep" && a.activations != "recompute")
+    throw UserError("--activations must be auto, keep or recompute");
   auto check_ratio = [](double r, const char* flag) {
     if (r != -1 && (r < 0 || r >= 1)) throw UserError(std::string(flag) + " must be in [0, 1)");
   };
@@ -77,7 +81,14 @@ void run_prune(const PruneArgs& a) {
     throw UserError("nothing to prune: give --ratio (or --attn-ratio / --mlp-ratio)");
   if (po.strategy != Strategy::Block && base == 0 && a.drop_layers < 0) throw UserError("nothing to prune: give --ratio");
 
+  const double budget = a.max_memory.empty() ? 0 : parse_byte_size(a.max_memory, "--max-memory");
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   Model original = Model::load(a.model);
+  // Stream the weights: each layer's file pages leave RSS once converted (docs/scale.md).
+  original.release_pages = true;
+  const double load_seconds = since(t0);
   const int L = original.cfg.n_layer;
   po.attn_layers = parse_layer_range(a.attn_layers, "--attn-layers", L);
   po.mlp_layers = parse_layer_range(a.mlp_layers, "--mlp-layers", L);
@@ -107,6 +118,9 @@ void run_prune(const PruneArgs& a) {
   double calib_loss = 0;
   std::vector<int> layer_ids(static_cast<size_t>(L));  // current layer -> original layer index
   for (int l = 0; l < L; l++) layer_ids[size_t(l)] = l;
+  MemoryEstimate mem;
+  double importance_seconds = 0, grad_flops = 0;
+  std::vector<Group> final_chosen;  // the last step's removals, applied while saving
   Progress prog("prune", a.iterative_steps, "step");
   for (int step = 1; step <= a.iterative_steps; step++) {
     auto all = discover_groups(current, plan_group_options(po));
@@ -114,7 +128,39 @@ void run_prune(const PruneArgs& a) {
     for (auto& g : all)
       if (plan_targets(po, g, int(current.cfg.layers.size()))) groups.push_back(std::move(g));
     if (groups.empty()) throw UserError("the plan targets no prunable structure (check the layer ranges and ratios)");
+    // As the scoring sink decides: hidden-channel members need the embedding / lm_head
+    // gradients; only layers with a scored member need weight gradients.
+    bool global_grads = false;
+    std::vector<uint8_t> layer_grads(current.layers.size(), 0);
+    for (auto& g : groups)
+      for (auto& mem_ : g.members) {
+        if (!mem_.scores) continue;
+        if (mem_.layer < 0) global_grads = true;
+        else layer_grads[size_t(mem_.layer)] = 1;
+      }
+    if (step == 1) {
+      PruneShape shape{io.criterion, a.calib_samples, a.calib_seq_len, global_grads, groups.size(), layer_grads, false};
+      auto check = [&](const MemoryEstimate& e) {
+        if (budget > 0 && e.total > budget)
+          throw UserError("estimated peak memory " + e.describe() + " exceeds --max-memory " + a.max_memory + " (" +
+                          human_bytes(budget) + "); lower --calib-samples / --calib-seq-len or raise the budget");
+      };
+      mem = estimate_prune_memory(current, shape);
+      check(mem);
+      // Faster when it fits (the budget, or half the RAM without one): keep every layer's
+      // activations for the backward instead of recomputing them.
+      shape.keep_activations = true;
+      MemoryEstimate keep = estimate_prune_memory(current, shape);
+      const bool fits = keep.total <= (budget > 0 ? budget : 0.5 * physical_memory_bytes());
+      if (needs_gradients(io.criterion) && (a.activations == "keep" || (a.activations == "auto" && fits))) {
+        check(keep);
+        io.keep_activations = true;
+        mem = keep;
+      }
+    }
     ImportanceResult imp = estimate_importance(current, groups, io, calib, a.calib_samples, a.calib_seq_len);
+    importance_seconds += imp.seconds;
+    if (needs_gradients(io.criterion)) grad_flops += gradient_flops(current, a.calib_samples, a.calib_seq_len, global_grads, layer_grads, io.keep_activations);
     if (step == 1) calib_loss = imp.calib_loss;
     for (size_t i = 0; i < groups.size(); i++) {
       Group g = groups[i];
@@ -143,14 +189,30 @@ void run_prune(const PruneArgs& a) {
       }
       layer_ids = kept;
     }
-    if (!chosen.empty()) current = remove_groups(current, chosen);
+    if (step == a.iterative_steps) {
+      final_chosen = chosen;
+    } else if (!chosen.empty()) {
+      // Streaming surgery for intermediate steps too: write the pruned model to a scratch
+      // directory and go on with its mapping (the files vanish with `scratch`, the mapping stays).
+      AtomicDir scratch(fs::path(a.out).string() + ".step", true);
+      save_pruned(current, chosen, scratch.path(), current.storage_dtype(), {});
+      current = Model::load(scratch.path());
+      current.release_pages = true;
+    }
     prog.add(1);
   }
   prog.finish();
 
-  // Save atomically: temp dir, then rename.
+  // Save atomically: temp dir, then rename. The last step's surgery streams into the writer.
+  auto t_save = std::chrono::steady_clock::now();
   AtomicDir out(a.out, a.force);
-  save_model_files(current, out.path(), current.storage_dtype(), model_dir_of(a.model));
+  if (!final_chosen.empty()) {
+    save_pruned(current, final_chosen, out.path(), current.storage_dtype(), model_dir_of(a.model));
+    current = Model::load(out.path());  // the result, mapped (for the figures below)
+  } else {
+    save_model_files(current, out.path(), current.storage_dtype(), model_dir_of(a.model));
+  }
+  const double save_seconds = since(t_save);
   ParamCounts before = count_params(original), after = count_params(current);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   json pj;
@@ -193,6 +255,16 @@ void run_prune(const PruneArgs& a) {
   pj["calib_loss"] = calib_loss;
   pj["seconds"] = secs;
   pj["peak_rss_bytes"] = peak_rss_bytes();
+  pj["memory_estimate"] = mem.to_json();
+  if (budget > 0) pj["max_memory_bytes"] = int64_t(budget);
+  pj["activations"] = io.keep_activations ? "kept" : "recomputed";
+  pj["load_seconds"] = load_seconds;
+  pj["importance_seconds"] = importance_seconds;
+  pj["save_seconds"] = save_seconds;
+  if (grad_flops > 0) {
+    pj["gradient_flops"] = grad_flops;
+    pj["gradient_gflops_per_s"] = importance_seconds > 0 ? grad_flops / importance_seconds / 1e9 : 0.0;
+  }
   atomic_write_file(out.path() / "pruning.json", pj.dump(2) + "\n");
   // Every candidate's score, always: `llmprune report` plots the distributions from it.
   atomic_write_file(out.path() / "importance.json", importance_dump.dump(1) + "\n");
@@ -216,6 +288,11 @@ void run_prune(const PruneArgs& a) {
   std::printf("\nparameters %s -> %s (%.2f%% removed)\n", format_count(double(before.total)).c_str(),
               format_count(double(after.total)).c_str(), 100.0 * (1.0 - double(after.total) / double(before.total)));
   std::printf("time %.1fs, peak memory %s\n", secs, human_bytes(double(peak_rss_bytes())).c_str());
+  std::printf("memory estimate %s\n", mem.describe().c_str());
+  if (grad_flops > 0)
+    std::printf("importance %.1fs (%.1f GFLOP/s over %.2f TFLOP of gradient passes, activations %s), save %.1fs\n",
+                importance_seconds, grad_flops / importance_seconds / 1e9, grad_flops / 1e12,
+                io.keep_activations ? "kept" : "recomputed", save_seconds);
   if (!a.report.empty()) std::printf("report %s\n", a.report.c_str());
 }
 
@@ -245,6 +322,12 @@ void register_prune(CLI::App& app) {
   cmd->add_option("--calib-sampling", a->calib_sampling, "random | sequential")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed for calibration sampling and the random criterion")->capture_default_str();
   cmd->add_option("--save-importance", a->save_importance, "write every unit's score to this JSON file");
+  cmd->add_option("--max-memory", a->max_memory,
+                  "memory budget (e.g. 16G): refuse up front when the estimated peak exceeds it");
+  cmd->add_option("--activations", a->activations,
+                  "auto | keep | recompute: keep every layer's activations for the backward (faster) or recompute "
+                  "them layer by layer (least memory); auto keeps them when that fits the budget")
+      ->capture_default_str();
   cmd->add_option("--report", a->report, "also write the HTML report of this run (llmprune report) to FILE");
   cmd->add_flag("--force", a->force, "replace --out if it exists");
   cmd->add_flag("--json", a->json, "print pruning.json to stdout instead of the table");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "core/error.h"
@@ -117,6 +118,61 @@ double reduce_members(const std::vector<double>& s, const std::vector<bool>& cou
 
 namespace {
 
+// Per-element salience, as member_slice_score accumulates it (Vector: the signed w*g).
+template <Criterion Cr>
+inline double salience(double w, const float* G, const float* A, int64_t p) {
+  if constexpr (Cr == Criterion::L1) return std::abs(w);
+  if constexpr (Cr == Criterion::L2) return w * w;
+  if constexpr (Cr == Criterion::Element1) return std::abs(w * G[p]);
+  if constexpr (Cr == Criterion::Vector) return w * G[p];
+  if constexpr (Cr == Criterion::Element2) return std::abs(w * G[p] - 0.5 * w * w * A[p]);
+  if constexpr (Cr == Criterion::Fisher) return std::abs(w * w * A[p]);
+  return 0;
+}
+
+// Salience sums of every row (axis 0) or every column (axis 1) of a [R, C] tensor, each summed
+// in index order as member_slice_score does (so the results are identical), in one row-major pass.
+template <Criterion Cr>
+void slice_sums(const float* W, const float* G, const float* A, int64_t R, int64_t C, int axis, double* out) {
+  if (axis == 0) {
+    // Eight rows at a time: independent accumulators, each row still summed left to right.
+#pragma omp parallel for schedule(static) if (R * C > 65536)
+    for (int64_t r0 = 0; r0 < R; r0 += 8) {
+      const int64_t nr = std::min<int64_t>(8, R - r0);
+      double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      if (nr == 8) {
+        for (int64_t e = 0; e < C; e++)
+          for (int k = 0; k < 8; k++) acc[k] += salience<Cr>(W[(r0 + k) * C + e], G, A, (r0 + k) * C + e);
+      } else {
+        for (int64_t e = 0; e < C; e++)
+          for (int64_t k = 0; k < nr; k++) acc[k] += salience<Cr>(W[(r0 + k) * C + e], G, A, (r0 + k) * C + e);
+      }
+      for (int64_t k = 0; k < nr; k++) out[r0 + k] = acc[k];
+    }
+  } else {
+    std::fill(out, out + C, 0.0);
+    const int64_t block = 256;  // columns per task, each summed over the rows in order
+#pragma omp parallel for schedule(dynamic) if (R * C > 65536)
+    for (int64_t c0 = 0; c0 < C; c0 += block) {
+      const int64_t c1 = std::min(C, c0 + block);
+      for (int64_t r = 0; r < R; r++)
+        for (int64_t j = c0; j < c1; j++) out[j] += salience<Cr>(W[r * C + j], G, A, r * C + j);
+    }
+  }
+}
+
+void slice_sums(Criterion c, const float* W, const float* G, const float* A, int64_t R, int64_t C, int axis, double* out) {
+  switch (c) {
+    case Criterion::L1: return slice_sums<Criterion::L1>(W, G, A, R, C, axis, out);
+    case Criterion::L2: return slice_sums<Criterion::L2>(W, G, A, R, C, axis, out);
+    case Criterion::Element1: return slice_sums<Criterion::Element1>(W, G, A, R, C, axis, out);
+    case Criterion::Vector: return slice_sums<Criterion::Vector>(W, G, A, R, C, axis, out);
+    case Criterion::Element2: return slice_sums<Criterion::Element2>(W, G, A, R, C, axis, out);
+    case Criterion::Fisher: return slice_sums<Criterion::Fisher>(W, G, A, R, C, axis, out);
+    case Criterion::Random: std::fill(out, out + (axis == 0 ? R : C), 0.0); return;
+  }
+}
+
 struct MemberRef {
   size_t group, member;
 };
@@ -135,6 +191,12 @@ class ScoringSink : public GradSink {
       }
   }
   bool wants_globals() const { return !globals_.empty(); }
+  // Layers with a scored member: the only ones whose weight gradients are needed.
+  std::vector<uint8_t> layers_wanted() const {
+    std::vector<uint8_t> v(by_layer_.size());
+    for (size_t l = 0; l < v.size(); l++) v[l] = !by_layer_[l].empty();
+    return v;
+  }
 
   void on_layer(int l, const LayerF32& w, std::array<GradStats, kNumLayerRoles>& grads) override {
     score(by_layer_[size_t(l)], [&](const Member& mem, const float** W, const float** G, const float** A) {
@@ -154,18 +216,44 @@ class ScoringSink : public GradSink {
   }
 
  private:
+  // Member scores equal to member_slice_score's, bit for bit (double sums in the same order),
+  // from one row-major pass per (tensor, axis) that computes every row's (axis 0) or every
+  // column's (axis 1) salience sum: a column member no longer walks its tensor with a stride.
   template <typename Ptrs, typename TensorOf>
   void score(const std::vector<MemberRef>& refs, Ptrs ptrs, TensorOf tensor_of) {
-#pragma omp parallel for schedule(dynamic, 4)
+    struct Slices {
+      const float *W = nullptr, *G = nullptr, *A = nullptr;
+      int64_t rows = 0, cols = 0;
+      int axis = 0;
+      std::vector<double> sums;
+    };
+    std::map<std::pair<const float*, int>, Slices> slices;
+    std::vector<Slices*> of_ref(refs.size());
     for (size_t i = 0; i < refs.size(); i++) {
       const Member& mem = groups_[refs[i].group].members[refs[i].member];
       const float *W = nullptr, *G = nullptr, *A = nullptr;
       ptrs(mem, &W, &G, &A);
       const Tensor& t = tensor_of(mem);
-      int64_t rows = t.dim(0), cols = t.ndim() > 1 ? t.dim(1) : 1;
       if (!W || (needs_gradients(c_) && !G) || (needs_fisher(c_) && !A))
         throw RuntimeError("internal: missing weights or gradients for " + member_tensor_name(m_, mem));
-      out_[refs[i].group][refs[i].member] = member_slice_score(W, G, A, rows, cols, mem, c_);
+      Slices& sl = slices[{W, mem.axis}];
+      sl.W = W, sl.G = G, sl.A = A, sl.axis = mem.axis;
+      sl.rows = t.dim(0), sl.cols = t.ndim() > 1 ? t.dim(1) : 1;
+      of_ref[i] = &sl;
+    }
+    for (auto& [key, sl] : slices) {
+      sl.sums.assign(size_t(sl.axis == 0 ? sl.rows : sl.cols), 0.0);
+      slice_sums(c_, sl.W, sl.G, sl.A, sl.rows, sl.cols, sl.axis, sl.sums.data());
+    }
+    for (size_t i = 0; i < refs.size(); i++) {
+      const Member& mem = groups_[refs[i].group].members[refs[i].member];
+      const std::vector<double>& sums = of_ref[i]->sums;
+      double total = 0;
+      for (int64_t k : mem.index) {
+        const double acc = sums.at(size_t(k));
+        total += c_ == Criterion::Vector ? std::abs(acc) : acc;
+      }
+      out_[refs[i].group][refs[i].member] = total;
     }
   }
 
@@ -196,6 +284,8 @@ ImportanceResult estimate_importance(const Model& m, const std::vector<Group>& g
     GradOptions go;
     go.per_sample = needs_fisher(opt.criterion);
     go.global_grads = sink.wants_globals();
+    go.layer_grads = sink.layers_wanted();
+    go.keep_activations = opt.keep_activations;
     BackwardResult br = compute_gradients(m, tokens.data(), B, T, go, sink);
     if (!br.finite) throw RuntimeError("calibration loss is not finite (NaN/Inf) — the model or its input is broken");
     res.calib_loss = br.loss;

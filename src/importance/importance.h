@@ -36,6 +36,7 @@ struct ImportanceOptions {
   Criterion criterion = Criterion::Element1;
   Reduction reduction = Reduction::Sum;
   uint64_t seed = 0;   // random criterion
+  bool keep_activations = false;  // GradOptions::keep_activations (faster, more memory)
 };
 
 struct ImportanceResult {

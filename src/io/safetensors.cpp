@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -22,11 +23,25 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // the spec's 100 MB limit
 
+// Live mappings by start address, so release_mapped_pages only ever advises file mappings.
+std::mutex g_maps_mu;
+std::map<uintptr_t, size_t> g_maps;
+
 struct Mapping {
   void* addr = nullptr;
   size_t size = 0;
+  void track() {
+    std::lock_guard<std::mutex> lk(g_maps_mu);
+    g_maps[reinterpret_cast<uintptr_t>(addr)] = size;
+  }
   ~Mapping() {
-    if (addr && size) ::munmap(addr, size);
+    if (addr && size) {
+      {
+        std::lock_guard<std::mutex> lk(g_maps_mu);
+        g_maps.erase(reinterpret_cast<uintptr_t>(addr));
+      }
+      ::munmap(addr, size);
+    }
   }
 };
 
@@ -125,6 +140,7 @@ SafetensorsFile SafetensorsFile::open(const fs::path& path) {
       ::close(fd);
       throw input_error(path.string(), std::string("mmap failed: ") + std::strerror(errno));
     }
+    map->track();
   }
   ::close(fd);
   SafetensorsFile f = parse_safetensors(static_cast<const uint8_t*>(map->addr), map->size, path.string());
@@ -185,6 +201,23 @@ std::map<std::string, Tensor> load_checkpoint_tensors(const fs::path& dir, std::
     if (!all.count(tname)) throw input_error((dir / f).string(), "tensor '" + tname + "' listed in the index is missing");
   if (files) *files = shard_files;
   return all;
+}
+
+size_t release_mapped_pages(const void* p, size_t n) {
+  if (!p || n == 0) return 0;
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p), e = b + n;
+  std::lock_guard<std::mutex> lk(g_maps_mu);
+  auto it = g_maps.upper_bound(b);
+  if (it == g_maps.begin()) return 0;
+  --it;
+  const uintptr_t mb = it->first, me = mb + it->second;
+  if (b < mb || e > me) return 0;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = b & ~(page - 1);                        // the mapping starts page-aligned
+  const uintptr_t hi = std::min((e + page - 1) & ~(page - 1), (me + page - 1) & ~(page - 1));
+  // Read-only private file mapping: the pages were never written, so dropping them loses nothing.
+  if (::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) != 0) return 0;
+  return hi - lo;
 }
 
 void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape, Fill fill) {

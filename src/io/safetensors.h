@@ -31,6 +31,13 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
 std::map<std::string, Tensor> load_checkpoint_tensors(const std::filesystem::path& dir,
                                                       std::vector<std::filesystem::path>* files = nullptr);
 
+// Drops this process's pages of [p, p+n) when the range lies inside a live read-only mapping made
+// by SafetensorsFile::open (whole pages, rounded outwards); a no-op for any other memory (owned
+// buffers are never touched). The bytes stay in the page cache and fault back in on the next
+// read, so a model streamed layer by layer does not accumulate in RSS. Returns the bytes released.
+size_t release_mapped_pages(const void* p, size_t n);
+inline size_t release_mapped_pages(const Tensor& t) { return t.empty() ? 0 : release_mapped_pages(t.data, t.nbytes()); }
+
 // Streaming writer: declare tensors first (name, dtype, shape), then write() produces the file,
 // asking `fill(name, dst)` for each tensor's bytes in order, so the whole model is never held.
 class SafetensorsWriter {

@@ -50,15 +50,28 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   LinearHook* hook = opt.hook;
   const RopeTables& rope = runner.rope();
 
-  // ---- forward, keeping each layer's input ----
+  auto wants = [&](int l) { return opt.layer_grads.empty() || (size_t(l) < opt.layer_grads.size() && opt.layer_grads[size_t(l)]); };
+  int lowest = 0;  // nothing below this layer needs the activation gradient
+  if (!opt.global_grads && !hook) {
+    lowest = L;
+    for (int l = 0; l < L; l++)
+      if (wants(l)) {
+        lowest = l;
+        break;
+      }
+  }
+
+  // ---- forward, keeping each layer's input (and with keep_activations its activations) ----
   std::vector<std::vector<float>> layer_in(static_cast<size_t>(L));
+  std::vector<LayerActs> kept(opt.keep_activations ? size_t(L) : 0);
   std::vector<float> x(size_t(N) * C);
   runner.embed(tokens, N, x.data());
   LayerF32 w;
   for (int l = 0; l < L; l++) {
-    layer_in[size_t(l)] = x;
+    const bool keep = opt.keep_activations && l >= lowest;
+    if (l >= lowest) layer_in[size_t(l)] = x;
     w.load(m, l);
-    runner.layer_forward(l, w, x.data(), B, T, nullptr, nullptr);
+    runner.layer_forward(l, w, x.data(), B, T, nullptr, keep ? &kept[size_t(l)] : nullptr);
   }
   // ---- head: final norm, lm_head, cross-entropy ----
   std::vector<float> xn(size_t(N) * C), rstd(static_cast<size_t>(N)), logits(size_t(N) * V);
@@ -134,21 +147,25 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     });
 
   // ---- layers, top to bottom ----
-  LayerActs acts;
+  LayerActs recomputed;
   std::vector<float> dmid, dh, dgate, dup, dxn2, datt, dq, dk, dv, dxn1, xcur;
-  for (int l = L - 1; l >= 0; l--) {
+  for (int l = L - 1; l >= lowest; l--) {
     const LayerConfig& lc = cfg.layers[size_t(l)];
+    const bool wg = opt.weight_grads && wants(l);
     const int H = lc.n_head, KVH = lc.n_kv_head, D = lc.head_dim, F = lc.d_ff, QD = H * D, KD = KVH * D;
     w.load(m, l);
-    xcur = layer_in[size_t(l)];
-    runner.layer_forward(l, w, xcur.data(), B, T, nullptr, &acts);  // recompute activations
+    LayerActs& acts = opt.keep_activations ? kept[size_t(l)] : recomputed;
+    if (!opt.keep_activations) {
+      xcur = layer_in[size_t(l)];
+      runner.layer_forward(l, w, xcur.data(), B, T, nullptr, &acts);  // recompute activations
+    }
     const float* x_in = layer_in[size_t(l)].data();
     std::array<GradStats, kNumLayerRoles> gs;
     // Weight gradient of one projection; a hook (LoRA) also adds its branch's input gradient
     // into dinp here, before dinp flows further down.
     auto lin_grad = [&](Role r, const float* dout, const float* inp, int in_dim, int out_dim, float* dinp) {
       if (hook) hook->backward(l, r, inp, dout, dinp, N, in_dim, out_dim);
-      if (!opt.weight_grads) return;
+      if (!wg) return;
       if (opt.per_sample) {
         // Blocked per-sample statistics: per-sample gradients never leave the cache.
         GradStats& st = gs[size_t(r)];
@@ -162,7 +179,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
       });
     };
     auto bias_grad = [&](Role r, const float* dout, int out_dim) {
-      if (!w[r] || !opt.weight_grads) return;
+      if (!w[r] || !wg) return;
       accumulate_grad(gs[size_t(r)], size_t(out_dim), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
         for (int n = r0; n < r0 + rows; n++)
           for (int o = 0; o < out_dim; o++) dst[o] += dout[size_t(n) * out_dim + o];
@@ -182,7 +199,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
     lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F, dxn2.data());
     k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
-    if (opt.weight_grads) accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+    if (wg) accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
       k::rmsnorm_backward(nullptr, dst, dxn2.data() + size_t(r0) * C, acts.x_mid.data() + size_t(r0) * C, w[Role::MlpNorm],
                           acts.rstd2.data() + r0, rows, C);
     });
@@ -212,15 +229,26 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     bias_grad(Role::VBias, dv.data(), KD);
     dx = dmid;
     k::rmsnorm_backward(dx.data(), nullptr, dxn1.data(), x_in, w[Role::AttnNorm], acts.rstd1.data(), N, C);
-    if (opt.weight_grads) accumulate_grad(gs[size_t(Role::AttnNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+    if (wg) accumulate_grad(gs[size_t(Role::AttnNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
       k::rmsnorm_backward(nullptr, dst, dxn1.data() + size_t(r0) * C, x_in + size_t(r0) * C, w[Role::AttnNorm],
                           acts.rstd1.data() + r0, rows, C);
     });
-    for (auto& st : gs)
-      for (float v : st.g)
-        if (!std::isfinite(v)) throw RuntimeError("non-finite gradient in layer " + std::to_string(l));
-    sink.on_layer(l, w, gs);
+    for (auto& st : gs) {
+      // Inf / NaN have an all-ones exponent; an integer OR over the bits vectorises.
+      uint32_t bad = 0;
+      const float* g = st.g.data();
+      const size_t n = st.g.size();
+#pragma omp parallel for reduction(| : bad) if (n > 65536)
+      for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        std::memcpy(&u, g + i, 4);
+        bad |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+      }
+      if (bad) throw RuntimeError("non-finite gradient in layer " + std::to_string(l));
+    }
+    if (wants(l)) sink.on_layer(l, w, gs);
     std::vector<float>().swap(layer_in[size_t(l)]);
+    if (opt.keep_activations) kept[size_t(l)] = LayerActs{};
   }
 
   // ---- embedding ----

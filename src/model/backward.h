@@ -23,6 +23,14 @@ struct GradOptions {
   // Optional targets [B*T]: position t predicts targets[t]; -1 = not scored. Default: the next
   // token inside each sequence. The loss is the mean over scored positions.
   const int32_t* targets = nullptr;
+  // Per layer, whether its weight gradients are wanted (empty = every layer). A layer that
+  // wants none only passes the activation gradient down and is not handed to the sink; without
+  // global_grads and a hook the backward stops below the lowest layer that wants them.
+  std::vector<uint8_t> layer_grads;
+  // Keep every layer's activations from the forward instead of recomputing them in the backward:
+  // a quarter fewer FLOPs for about (3C + 2H*D + 2KVH*D + 3F) * B*T * 4 + B*H*T*T*4 bytes per
+  // layer (prune/budget.h). Same results.
+  bool keep_activations = false;
 };
 
 // One tensor's statistics: g = mean gradient, a = Fisher diagonal (empty unless per_sample).
@@ -33,7 +41,8 @@ struct GradStats {
 class GradSink {
  public:
   virtual ~GradSink() = default;
-  // Called once per layer, from the last layer down; w holds the layer's fp32 weights.
+  // Called once per layer (that GradOptions::layer_grads wants), from the last layer down; w
+  // holds the layer's fp32 weights.
   virtual void on_layer(int layer, const LayerF32& w, std::array<GradStats, kNumLayerRoles>& grads) = 0;
   // Called last, when global_grads: indexed by GlobalRole (LmHead empty when tied: the
   // embedding's statistics then include both uses). weights are fp32.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "io/safetensors.h"
 #include "kernels/ops.h"
 
 namespace llmprune {
@@ -42,8 +43,18 @@ void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, in
 }
 
 void LayerF32::load(const Model& m, int layer) {
+  if (m.release_pages && loaded_model == &m && loaded_layer >= 0 && loaded_layer != layer &&
+      loaded_layer < int(m.layers.size()))
+    for (const Tensor& t : m.layers[size_t(loaded_layer)].w)
+      if (t.dtype == DType::F32) release_mapped_pages(t);
   const LayerWeights& L = m.layers[size_t(layer)];
-  for (int r = 0; r < kNumLayerRoles; r++) ptr[size_t(r)] = as_f32(L.w[size_t(r)], buf[size_t(r)]);
+  for (int r = 0; r < kNumLayerRoles; r++) {
+    const Tensor& t = L.w[size_t(r)];
+    ptr[size_t(r)] = as_f32(t, buf[size_t(r)]);
+    if (m.release_pages && t.dtype != DType::F32) release_mapped_pages(t);
+  }
+  loaded_model = &m;
+  loaded_layer = layer;
 }
 
 void RopeTables::build(const ModelConfig& c, int D, int maxp) {
@@ -159,6 +170,7 @@ void Runner::head(const float* x, int N, float* xn, float* rstd, float* logits) 
   const float* nw = as_f32(m_.final_norm(), nscratch);
   k::rmsnorm_forward(xn, rstd, x, nw, N, m_.cfg.hidden, float(m_.cfg.rms_eps));
   linear_any_dtype(logits, m_.cfg.vocab, xn, m_.lm_head(), N);
+  if (m_.release_pages) release_mapped_pages(m_.lm_head());
 }
 
 void Runner::forward(const int32_t* tokens, int B, int T, float* logits, KVCache* cache, bool last_only) {

@@ -19,7 +19,11 @@ void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, in
 struct LayerF32 {
   std::array<const float*, kNumLayerRoles> ptr{};
   std::array<std::vector<float>, kNumLayerRoles> buf;
+  // With m.release_pages, drops the layer's mapped pages once converted (F32 storage, whose
+  // pointers alias the mapping: the previously loaded layer's pages, at the next load).
   void load(const Model& m, int layer);
+  const Model* loaded_model = nullptr;
+  int loaded_layer = -1;
   const float* operator[](Role r) const { return ptr[size_t(r)]; }
 };
 

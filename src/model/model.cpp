@@ -171,20 +171,26 @@ ParamCounts count_params(const Model& m) {
 }
 
 void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs::path& source_dir) {
+  const bool release = m.release_pages;
+  save_model_files(m, dir, dtype, source_dir, [dtype, release](const std::string&, const Tensor& t, void* dst) {
+    size_t n = size_t(t.numel());
+    if (t.dtype == dtype) {
+      std::memcpy(dst, t.data, t.nbytes());
+    } else {
+      std::vector<float> tmp(n);
+      to_f32(t.dtype, t.data, tmp.data(), n);
+      from_f32(dtype, tmp.data(), dst, n);
+    }
+    if (release) release_mapped_pages(t);
+  });
+}
+
+void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs::path& source_dir, const TensorBytes& bytes) {
   SafetensorsWriter w;
   w.set_metadata("format", "pt");
   m.for_each_tensor([&](const std::string& name, const Tensor& t) {
     Tensor keep = t;
-    w.add(name, dtype, t.shape, [keep, dtype](void* dst) {
-      size_t n = size_t(keep.numel());
-      if (keep.dtype == dtype) {
-        std::memcpy(dst, keep.data, keep.nbytes());
-      } else {
-        std::vector<float> tmp(n);
-        to_f32(keep.dtype, keep.data, tmp.data(), n);
-        from_f32(dtype, tmp.data(), dst, n);
-      }
-    });
+    w.add(name, dtype, t.shape, [keep, name, &bytes](void* dst) { bytes(name, keep, dst); });
   });
   w.write(dir / "model.safetensors");
   nlohmann::json cfg = m.cfg.to_json();

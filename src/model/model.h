@@ -26,6 +26,11 @@ struct Model {
   std::vector<std::filesystem::path> files;       // weight files (for hashing / size on disk)
   std::array<Tensor, kNumGlobalRoles> global;     // embed, final_norm, lm_head (empty when tied)
   std::vector<LayerWeights> layers;
+  // Streaming mode (prune of a model near the memory budget): a layer's mapped file pages are
+  // dropped from RSS once LayerF32::load has converted them (F32 storage: once the next layer is
+  // loaded), and save_model_files drops each source tensor's pages after writing it. The pages
+  // stay in the page cache; a later pass re-faults them.
+  bool release_pages = false;
 
   const Tensor& embed() const { return global[size_t(GlobalRole::Embed)]; }
   const Tensor& final_norm() const { return global[size_t(GlobalRole::FinalNorm)]; }
@@ -61,5 +66,11 @@ ParamCounts count_params(const Model& m);
 // Tokenizer files of `source_dir` are copied when present.
 void save_model_files(const Model& m, const std::filesystem::path& dir, DType dtype,
                       const std::filesystem::path& source_dir);
+// The same files, with each tensor's bytes produced by `bytes(name, t, dst)` (t's shape in
+// `dtype`) as the writer reaches it, instead of read from t: streaming surgery
+// (prune/surgery.h save_pruned) materialises its sliced tensors only there.
+using TensorBytes = std::function<void(const std::string& name, const Tensor& t, void* dst)>;
+void save_model_files(const Model& m, const std::filesystem::path& dir, DType dtype,
+                      const std::filesystem::path& source_dir, const TensorBytes& bytes);
 
 }  // namespace llmprune

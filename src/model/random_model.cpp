@@ -3,6 +3,9 @@
 #include <cmath>
 #include <map>
 
+#include "core/fs.h"
+#include "io/safetensors.h"
+
 namespace llmprune {
 
 ModelConfig llama_config(int hidden, int layers, int heads, int kv_heads, int d_ff, int vocab, bool tied, int max_pos) {
@@ -24,9 +27,9 @@ inline uint64_t splitmix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-Tensor random_tensor(DType dtype, std::vector<int64_t> shape, uint64_t seed, bool ones) {
-  Tensor t = Tensor::zeros(dtype, std::move(shape));
-  const int64_t n = t.numel();
+}  // namespace
+
+void fill_random(DType dtype, void* dst, int64_t n, uint64_t seed, bool ones) {
   const int64_t chunk = 1 << 16;
   const float half_width = 0.02f * std::sqrt(3.0f);  // uniform[-a, a] has std a/sqrt(3)
 #pragma omp parallel for schedule(static)
@@ -42,26 +45,37 @@ Tensor random_tensor(DType dtype, std::vector<int64_t> shape, uint64_t seed, boo
         buf[size_t(i)] = (2 * u - 1) * half_width;
       }
     }
-    from_f32(dtype, buf.data(), static_cast<uint8_t*>(t.data) + size_t(c0) * dtype_size(dtype), size_t(len));
+    from_f32(dtype, buf.data(), static_cast<uint8_t*>(dst) + size_t(c0) * dtype_size(dtype), size_t(len));
   }
+}
+
+namespace {
+
+Tensor random_tensor(DType dtype, std::vector<int64_t> shape, uint64_t seed, bool ones) {
+  Tensor t = Tensor::zeros(dtype, std::move(shape));
+  fill_random(dtype, t.data, t.numel(), seed, ones);
   return t;
 }
 
-}  // namespace
+// Every tensor of a random model with its shape, seed and kind, in make_random_model's draw order.
+struct RandomSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  uint64_t seed;
+  bool ones;
+};
 
-Model make_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed) {
-  std::map<std::string, Tensor> tensors;
+std::vector<RandomSpec> random_specs(const ModelConfig& cfg, uint64_t seed) {
+  std::vector<RandomSpec> out;
   const ArchDesc& a = arch_for_model_type(cfg.model_type, "<random>");
   const int64_t C = cfg.hidden, V = cfg.vocab, D = cfg.head_dim, F = cfg.d_ff;
   const int64_t QD = cfg.n_head * D, KD = cfg.n_kv_head * D;
   uint64_t k = seed * 1000003ull;
-  tensors[a.global[size_t(GlobalRole::Embed)].pattern] = random_tensor(dtype, {V, C}, ++k, false);
-  tensors[a.global[size_t(GlobalRole::FinalNorm)].pattern] = random_tensor(dtype, {C}, ++k, true);
-  if (!cfg.tied) tensors[a.global[size_t(GlobalRole::LmHead)].pattern] = random_tensor(dtype, {V, C}, ++k, false);
+  out.push_back({a.global[size_t(GlobalRole::Embed)].pattern, {V, C}, ++k, false});
+  out.push_back({a.global[size_t(GlobalRole::FinalNorm)].pattern, {C}, ++k, true});
+  if (!cfg.tied) out.push_back({a.global[size_t(GlobalRole::LmHead)].pattern, {V, C}, ++k, false});
   for (int l = 0; l < cfg.n_layer; l++) {
-    auto put = [&](Role r, std::vector<int64_t> shape, bool ones) {
-      tensors[layer_tensor_name(a, r, l)] = random_tensor(dtype, std::move(shape), ++k, ones);
-    };
+    auto put = [&](Role r, std::vector<int64_t> shape, bool ones) { out.push_back({layer_tensor_name(a, r, l), std::move(shape), ++k, ones}); };
     put(Role::AttnNorm, {C}, true);
     put(Role::Q, {QD, C}, false);
     put(Role::K, {KD, C}, false);
@@ -77,7 +91,29 @@ Model make_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed) {
       put(Role::VBias, {KD}, false);
     }
   }
+  return out;
+}
+
+}  // namespace
+
+Model make_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed) {
+  std::map<std::string, Tensor> tensors;
+  for (auto& sp : random_specs(cfg, seed)) tensors[sp.name] = random_tensor(dtype, sp.shape, sp.seed, sp.ones);
   return Model::from_tensors(cfg, std::move(tensors), "<random>");
+}
+
+void write_random_checkpoint(const ModelConfig& cfg, DType dtype, uint64_t seed, const std::filesystem::path& dir) {
+  SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  for (auto& sp : random_specs(cfg, seed)) {
+    int64_t n = 1;
+    for (int64_t d : sp.shape) n *= d;
+    w.add(sp.name, dtype, sp.shape, [dtype, n, s = sp.seed, ones = sp.ones](void* dst) { fill_random(dtype, dst, n, s, ones); });
+  }
+  w.write(dir / "model.safetensors");
+  nlohmann::json j = cfg.raw;  // as given (cfg.layers is derived from shapes at load time)
+  j["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
+  atomic_write_file(dir / "config.json", j.dump(2) + "\n");
 }
 
 }  // namespace llmprune

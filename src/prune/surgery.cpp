@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <set>
 #include <string>
 
 #include "core/error.h"
 #include "graph/dependency.h"
+#include "io/safetensors.h"
 
 namespace llmprune {
 namespace {
@@ -154,16 +157,22 @@ std::vector<int64_t> kept_indices(int64_t n, const std::vector<int64_t>& cut) {
   return out;
 }
 
-// An owned copy of `t` without the cut rows (cut0) and columns (cut1), same dtype.
-Tensor slice_tensor(const Tensor& t, const std::vector<int64_t>& cut0, const std::vector<int64_t>& cut1) {
+std::vector<int64_t> sliced_shape(const Tensor& t, const std::vector<int64_t>& cut0, const std::vector<int64_t>& cut1) {
+  if (t.ndim() == 1) return {t.dim(0) - int64_t(cut0.size())};
+  if (t.ndim() != 2) throw RuntimeError("slice_tensor: expected a vector or a matrix, got shape " + shape_str(t.shape));
+  return {t.dim(0) - int64_t(cut0.size()), t.dim(1) - int64_t(cut1.size())};
+}
+
+// `t` without the cut rows (cut0) and columns (cut1), same dtype, written to dst
+// (sliced_shape(t, cut0, cut1) elements).
+void slice_into(const Tensor& t, const std::vector<int64_t>& cut0, const std::vector<int64_t>& cut1, void* dst_v) {
   const size_t es = dtype_size(t.dtype);
   const auto* src = static_cast<const uint8_t*>(t.data);
+  auto* dst = static_cast<uint8_t*>(dst_v);
   if (t.ndim() == 1) {
     std::vector<int64_t> keep = kept_indices(t.dim(0), cut0);
-    Tensor out = Tensor::zeros(t.dtype, {int64_t(keep.size())});
-    auto* dst = static_cast<uint8_t*>(out.data);
     for (size_t i = 0; i < keep.size(); i++) std::memcpy(dst + i * es, src + size_t(keep[i]) * es, es);
-    return out;
+    return;
   }
   if (t.ndim() != 2) throw RuntimeError("slice_tensor: expected a vector or a matrix, got shape " + shape_str(t.shape));
   const int64_t C = t.dim(1);
@@ -175,8 +184,6 @@ Tensor slice_tensor(const Tensor& t, const std::vector<int64_t>& cut0, const std
     else runs.push_back({c, 1});
   }
   const int64_t C2 = int64_t(cols.size());
-  Tensor out = Tensor::zeros(t.dtype, {int64_t(rows.size()), C2});
-  auto* dst = static_cast<uint8_t*>(out.data);
 #pragma omp parallel for if (rows.size() * size_t(C2) > 65536)
   for (size_t i = 0; i < rows.size(); i++) {
     const uint8_t* s = src + size_t(rows[i]) * size_t(C) * es;
@@ -186,6 +193,12 @@ Tensor slice_tensor(const Tensor& t, const std::vector<int64_t>& cut0, const std
       d += size_t(len) * es;
     }
   }
+}
+
+// An owned copy of `t` without the cut rows (cut0) and columns (cut1), same dtype.
+Tensor slice_tensor(const Tensor& t, const std::vector<int64_t>& cut0, const std::vector<int64_t>& cut1) {
+  Tensor out = Tensor::zeros(t.dtype, sliced_shape(t, cut0, cut1));
+  slice_into(t, cut0, cut1, out.data);
   return out;
 }
 
@@ -214,9 +227,9 @@ void zero_slice(Tensor& t, int axis, const std::vector<int64_t>& index) {
   }
 }
 
-}  // namespace
-
-Model remove_groups(const Model& m, const std::vector<Group>& removed) {
+// The pruned model with every kept tensor made by `slicer`(source tensor, cut rows, cut columns).
+template <typename Slicer>
+Model build_pruned(const Model& m, const std::vector<Group>& removed, Slicer slicer) {
   DependencyGraph g(m);
   const int L = int(m.layers.size());
   Plan p = collect(m, g, removed);
@@ -241,14 +254,14 @@ Model remove_groups(const Model& m, const std::vector<Group>& removed) {
   out.dir = m.dir;  // provenance (tokenizer files); `files` stays empty: nothing is on disk yet
   for (int r = 0; r < kNumGlobalRoles; r++) {
     const Tensor& t = m.global[size_t(r)];
-    if (!t.empty()) out.global[size_t(r)] = slice_tensor(t, cut_of(-1, r, 0), cut_of(-1, r, 1));
+    if (!t.empty()) out.global[size_t(r)] = slicer(t, cut_of(-1, r, 0), cut_of(-1, r, 1));
   }
   for (int l = 0; l < L; l++) {
     if (p.drop_layer[size_t(l)]) continue;
     LayerWeights lw;
     for (int r = 0; r < kNumLayerRoles; r++) {
       const Tensor& t = m.layers[size_t(l)].w[size_t(r)];
-      if (!t.empty()) lw.w[size_t(r)] = slice_tensor(t, cut_of(l, r, 0), cut_of(l, r, 1));
+      if (!t.empty()) lw.w[size_t(r)] = slicer(t, cut_of(l, r, 0), cut_of(l, r, 1));
     }
     out.layers.push_back(std::move(lw));
   }
@@ -266,6 +279,51 @@ Model remove_groups(const Model& m, const std::vector<Group>& removed) {
     out.cfg.d_ff = uniform ? out.cfg.layers[0].d_ff : std::max(out.cfg.d_ff, lc.d_ff);
   }
   return out;
+}
+
+}  // namespace
+
+Model remove_groups(const Model& m, const std::vector<Group>& removed) { return build_pruned(m, removed, slice_tensor); }
+
+void save_pruned(const Model& m, const std::vector<Group>& removed, const std::filesystem::path& dir, DType dtype,
+                 const std::filesystem::path& source_dir) {
+  // A skeleton of the pruned model: every tensor has its pruned shape and dtype, and as data a
+  // unique token (no bytes) that names its source and cuts. It never escapes this function: the
+  // writer asks for each tensor's bytes in turn and gets them sliced straight from the source.
+  struct Source {
+    Tensor src;
+    std::vector<int64_t> cut0, cut1;
+  };
+  std::map<const void*, Source> sources;
+  Model skel = build_pruned(m, removed, [&](const Tensor& t, const std::vector<int64_t>& c0, const std::vector<int64_t>& c1) {
+    Tensor k;
+    k.dtype = t.dtype;
+    k.shape = sliced_shape(t, c0, c1);
+    auto token = std::make_shared<char>(0);
+    k.data = token.get();
+    k.owner = token;
+    sources[token.get()] = Source{t, c0, c1};
+    return k;
+  });
+  const bool release = m.release_pages;
+  std::vector<uint8_t> tmp;
+  std::vector<float> f32;
+  save_model_files(skel, dir, dtype, source_dir, [&](const std::string& name, const Tensor& k, void* dst) {
+    auto it = sources.find(k.data);
+    if (it == sources.end()) throw RuntimeError("internal: save_pruned has no source for '" + name + "'");
+    const Source& s = it->second;
+    if (s.src.dtype == dtype) {
+      slice_into(s.src, s.cut0, s.cut1, dst);
+    } else {
+      const size_t n = size_t(k.numel());
+      tmp.resize(n * dtype_size(s.src.dtype));
+      f32.resize(n);
+      slice_into(s.src, s.cut0, s.cut1, tmp.data());
+      to_f32(s.src.dtype, tmp.data(), f32.data(), n);
+      from_f32(dtype, f32.data(), dst, n);
+    }
+    if (release) release_mapped_pages(s.src);
+  });
 }
 
 Model zero_groups(const Model& m, const std::vector<Group>& groups) {

@@ -1,6 +1,7 @@
 #pragma once
 // Physical removal of groups: every member tensor is sliced (owned copies in the storage dtype,
 // one tensor at a time), the config is updated and per-layer sizes re-derived from the shapes.
+#include <filesystem>
 #include <vector>
 
 #include "graph/groups.h"
@@ -16,6 +17,14 @@ namespace llmprune {
 // over KV groups (or a query head without its KV head); or whose members are inconsistent with
 // the dependency graph (coupled axes cut differently, partial heads, indices out of range).
 Model remove_groups(const Model& m, const std::vector<Group>& removed);
+
+// Streaming remove_groups + save_model_files: writes the pruned model as HF files into `dir`
+// (same checks, same bytes) without holding it: each tensor is sliced out of m, in `dtype`,
+// straight into the writer's buffer when the file reaches it (with m.release_pages, m's mapped
+// pages of that tensor are dropped after). Memory: the largest tensor, once. Load the result
+// with Model::load(dir) (mmap) to use it.
+void save_pruned(const Model& m, const std::vector<Group>& removed, const std::filesystem::path& dir, DType dtype,
+                 const std::filesystem::path& source_dir);
 
 // A copy of `m` in which each group's contribution to the residual stream is zeroed: the slices
 // of the group in tensors that write the residual (o columns for heads / KV groups, down columns

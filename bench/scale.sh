@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Prune a 7B-class model on this machine and show the speed (docs/scale.md).
+#
+#   bench/scale.sh [BUILD_DIR]            (default: build)
+#
+# Writes a randomly initialised LLaMA-7B-shape checkpoint (hidden 4096, 32 layers, 32 heads,
+# MLP 11008, vocab 32000; bf16, ~12.6 GiB) tensor by tensor under $WORK (default /tmp), runs
+# `llmprune prune` on it (block, taylor element1, 10 x 64 calibration tokens, layers 4:30, ratio
+# 0.25) under /usr/bin/time -v, measures the sgemm rate in the same run (just before and just
+# after the prune) and prints wall time, peak RSS and the achieved GFLOP/s of the gradient
+# passes against the sgemm rate. Everything it wrote is deleted at the end (KEEP=1 keeps it).
+#
+# Environment: WORK (scratch dir, needs ~25 GB free), SHAPE (7b | 1b | H,L,HEADS,KV,MLP,VOCAB),
+# LAYERS (4:30), TAYLOR (element1), MAX_MEMORY (16G), KEEP (0), WAIT_LOAD (3: wait up to 10
+# minutes for the 1-minute load average to drop below this before the timed run; 0 = don't).
+set -euo pipefail
+
+BUILD=${1:-build}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+WORK=${WORK:-/tmp}/llmprune-scale-$$
+SHAPE=${SHAPE:-7b}
+LAYERS=${LAYERS:-4:30}
+TAYLOR=${TAYLOR:-element1}
+MAX_MEMORY=${MAX_MEMORY:-16G}
+KEEP=${KEEP:-0}
+WAIT_LOAD=${WAIT_LOAD:-3}
+TOKENIZER="$ROOT/../shared/fixtures/tokenizers/llama2/tokenizer.model"
+CALIB="$ROOT/../shared/fixtures/text/kjv.train.txt"
+
+for b in llmprune bench_make_random_checkpoint bench_sgemm; do
+  [ -x "$BUILD/$b" ] || { echo "missing $BUILD/$b (build first: cmake --build $BUILD)" >&2; exit 2; }
+done
+[ -f "$TOKENIZER" ] && [ -f "$CALIB" ] || { echo "missing fixtures under $ROOT/../shared" >&2; exit 2; }
+
+cleanup() { [ "$KEEP" = 1 ] || rm -rf "$WORK"; }
+trap cleanup EXIT
+mkdir -p "$WORK"
+avail=$(df -Pk "$WORK" | awk 'NR==2 {print $4}')
+if [ "$SHAPE" = 7b ] && [ "$avail" -lt $((26 * 1024 * 1024)) ]; then
+  echo "need ~26 GB free under $WORK (have $((avail / 1024 / 1024)) GB)" >&2
+  exit 2
+fi
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB RAM, load $(loadavg)"
+
+echo "== writing the random $SHAPE checkpoint (bf16, tensor by tensor)"
+"$BUILD/bench_make_random_checkpoint" "$WORK/model" "$SHAPE" bf16 1
+cp "$TOKENIZER" "$WORK/model/tokenizer.model"
+read -r H C <<<"$(python3 -c "import json; c=json.load(open('$WORK/model/config.json')); print(c['hidden_size'], c['intermediate_size'])")"
+
+if [ "$WAIT_LOAD" != 0 ]; then
+  for _ in $(seq 60); do
+    awk -v max="$WAIT_LOAD" '{exit !($1 < max)}' /proc/loadavg && break
+    sleep 10
+  done
+fi
+
+LOAD_BEFORE=$(loadavg)
+echo "== sgemm rate before (load $LOAD_BEFORE)"
+SG1=$("$BUILD/bench_sgemm" 640 "$H" "$C" | tee /dev/stderr | awk '/^sgemm_gflops/ {print $2}')
+
+echo "== llmprune prune ($TAYLOR, 10 x 64 tokens, layers $LAYERS, ratio 0.25, --max-memory $MAX_MEMORY)"
+set +e
+/usr/bin/time -v -o "$WORK/time.txt" "$BUILD/llmprune" prune "$WORK/model" --out "$WORK/pruned" --strategy block \
+  --importance taylor --taylor "$TAYLOR" --calib "$CALIB" --calib-samples 10 --calib-seq-len 64 \
+  --attn-layers "$LAYERS" --mlp-layers "$LAYERS" --ratio 0.25 --max-memory "$MAX_MEMORY" | tail -4
+rc=${PIPESTATUS[0]}
+set -e
+LOAD_DURING=$(loadavg)
+[ "$rc" = 0 ] || { echo "prune failed (exit $rc)" >&2; cat "$WORK/time.txt" >&2; exit 1; }
+
+echo "== sgemm rate after (load $LOAD_DURING)"
+SG2=$("$BUILD/bench_sgemm" 640 "$H" "$C" | tee /dev/stderr | awk '/^sgemm_gflops/ {print $2}')
+
+WALL=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$WORK/time.txt")
+RSS_KB=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
+python3 - "$WORK/pruned/pruning.json" "$WALL" "$RSS_KB" "$SG1" "$SG2" "$LOAD_BEFORE" "$LOAD_DURING" <<'EOF'
+import json, sys
+pj = json.load(open(sys.argv[1]))
+wall, rss_kb, sg1, sg2 = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+sg = max(sg1, sg2)
+gf = pj["gradient_gflops_per_s"]
+gib = 1 << 30
+print()
+print(f"model            {pj['params_before'] / 1e9:.2f}B -> {pj['params_after'] / 1e9:.2f}B parameters")
+print(f"wall time        {wall} (load {pj['load_seconds']:.1f}s, importance {pj['importance_seconds']:.1f}s, save {pj['save_seconds']:.1f}s; pruning.json: {pj['seconds']:.1f}s)")
+print(f"peak RSS         {rss_kb * 1024 / gib:.2f} GiB (/usr/bin/time -v); {pj['peak_rss_bytes'] / gib:.2f} GiB (pruning.json); estimate {pj['memory_estimate']['total_bytes'] / gib:.2f} GiB")
+print(f"sgemm            {sg1:.1f} GFLOP/s before, {sg2:.1f} after (best {sg:.1f})")
+print(f"gradient passes  {pj['gradient_flops'] / 1e12:.2f} TFLOP in {pj['importance_seconds']:.1f}s = {gf:.1f} GFLOP/s = {100 * gf / sg:.0f}% of sgemm")
+print(f"load average     {sys.argv[6]} before, {sys.argv[7]} after")
+ok = rss_kb * 1024 <= 16e9 and gf >= 0.6 * sg and pj["seconds"] < 900
+print("targets (RSS <= 16 GB, >= 60% of sgemm, < 15 min):", "met" if ok else "NOT met")
+EOF

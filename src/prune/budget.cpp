@@ -1,0 +1,176 @@
+#include "prune/budget.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/fs.h"
+
+namespace llmprune {
+
+std::string MemoryEstimate::describe() const {
+  std::string s = human_bytes(total) + " (";
+  bool first = true;
+  for (auto& t : terms) {
+    if (t.bytes <= 0) continue;
+    s += (first ? "" : ", ") + t.what + " " + human_bytes(t.bytes);
+    first = false;
+  }
+  return s + ")";
+}
+
+nlohmann::json MemoryEstimate::to_json() const {
+  nlohmann::json terms_j = nlohmann::json::object();
+  for (auto& t : terms) terms_j[t.what] = int64_t(std::llround(t.bytes));
+  return {{"total_bytes", int64_t(std::llround(total))}, {"terms", terms_j}};
+}
+
+int lowest_backward_layer(const Model& m, bool global_grads, const std::vector<uint8_t>& layer_grads) {
+  if (global_grads || layer_grads.empty()) return 0;
+  const int L = int(m.cfg.layers.size());
+  for (int l = 0; l < L; l++)
+    if (size_t(l) < layer_grads.size() && layer_grads[size_t(l)]) return l;
+  return L;
+}
+
+MemoryEstimate estimate_prune_memory(const Model& m, const PruneShape& s) {
+  const double f = 4;  // fp32
+  const double dt = double(dtype_size(m.storage_dtype()));
+  const bool f32_storage = m.storage_dtype() == DType::F32;
+  const double N = double(s.B) * s.T, C = m.cfg.hidden, V = m.cfg.vocab;
+  const int lowest = lowest_backward_layer(m, s.global_grads, s.layer_grads);
+  // The largest layer (parameters), its largest tensor, and the largest tensor of the model.
+  double layer_big = 0, layer_tensor_big = 0;
+  double work_big = 0, kept_all = 0, saved_inputs = 0;
+  for (size_t l = 0; l < m.layers.size(); l++) {
+    double n = 0;
+    for (const Tensor& t : m.layers[l].w) {
+      n += double(t.numel());
+      layer_tensor_big = std::max(layer_tensor_big, double(t.numel()));
+    }
+    layer_big = std::max(layer_big, n);
+    const LayerConfig& lc = m.cfg.layers[l];
+    const double QD = lc.q_dim(), KD = lc.kv_dim(), F = lc.d_ff;
+    // LayerActs of one layer: xn1 xn2 x_mid, q att, k v, gate up h, rstd1 rstd2, probs.
+    const double acts = f * (3 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * F + 2 * N + double(s.B) * lc.n_head * double(s.T) * s.T);
+    // The backward's temporaries (dmid dx dxn1 dxn2 xcur, dh dgate dup, datt dq, dk dv), the
+    // head's x xn dxn and the Runner's MLP output row block.
+    const double bwd = f * (5 * N * C + 3 * N * F + 2 * N * QD + 2 * N * KD + 3 * N * C + N * C);
+    // Recomputing: the Runner's scratch (forward) and the recomputed LayerActs, one layer each.
+    work_big = std::max(work_big, bwd + (s.keep_activations ? 0 : 2 * acts));
+    if (int(l) >= lowest) {
+      saved_inputs += f * N * C;
+      if (s.keep_activations) kept_all += acts;
+    }
+  }
+  const double tensor_big = std::max({layer_tensor_big, double(m.embed().numel()), double(m.lm_head().numel())});
+  const double head_numel = double(m.lm_head().numel());
+
+  MemoryEstimate e;
+  auto add = [&](const std::string& what, double bytes) { e.terms.push_back({what, bytes}); };
+  // Process baseline (code, OpenBLAS thread buffers, tokenizer, calibration tokens) and the
+  // per-unit bookkeeping (groups, scores, the JSON of every unit).
+  const double fixed = 256.0 * (1 << 20) + 1024.0 * double(s.n_groups);
+  add("runtime and unit bookkeeping", fixed);
+
+  double importance = 0;
+  if (needs_gradients(s.criterion)) {
+    const bool ps = needs_fisher(s.criterion);
+    std::vector<MemoryTerm> t;
+    t.push_back({"fp32 weights of one layer", f32_storage ? 0 : f * layer_big});
+    // Touched file pages: the layer being converted (F32 storage: it and the previous one, whose
+    // pages are dropped at the next load), the whole lm_head (the head reads all of it), the
+    // embedding rows looked up.
+    t.push_back({"mapped pages (one layer, lm_head)", (f32_storage ? 2 * f : dt) * layer_big + dt * head_numel + dt * N * C});
+    t.push_back({"fp32 lm_head (head backward)", f32_storage ? 0 : f * head_numel});
+    t.push_back({"saved layer inputs B*T*C*4 per layer", saved_inputs});
+    if (s.keep_activations) t.push_back({"kept activations of every layer (incl. probs B*H*T*T*4)", kept_all});
+    t.push_back({s.keep_activations ? "backward temporaries of one layer" : "activations of one layer (incl. probs B*H*T*T*4)", work_big});
+    // Alternatives that never coexist: the logits (head phase) vs one layer's gradients.
+    const double logits = f * N * V + f * N;
+    const double grads = f * layer_big * (ps ? 2 : 1) + (ps ? f * layer_tensor_big : 0);
+    if (logits >= grads) t.push_back({"logits B*T*V*4", logits});
+    else t.push_back({ps ? "gradients + Fisher of one layer (+ per-sample scratch)" : "gradients of one layer", grads});
+    if (s.global_grads) {
+      // embed and lm_head statistics live from the head to the end (tied: one tensor).
+      const double per = f * head_numel * (ps ? 2 : 1);
+      t.push_back({"embedding / lm_head gradients", (m.cfg.tied ? 1 : 2) * per + (ps ? f * head_numel : 0)});
+    }
+    for (auto& x : t) importance += x.bytes;
+    for (auto& x : t) e.terms.push_back(x);
+  } else if (s.criterion != Criterion::Random) {
+    e.terms.push_back({"fp32 weights of one layer", f32_storage ? 0 : f * layer_big});
+    e.terms.push_back({"mapped pages (one layer)", (f32_storage ? 2 * f : dt) * layer_big});
+    importance = e.terms[e.terms.size() - 2].bytes + e.terms.back().bytes;
+    if (s.global_grads) {
+      const double g = (f32_storage ? 0 : f * (double(m.embed().numel()) + (m.cfg.tied ? 0 : head_numel)));
+      e.terms.push_back({"fp32 embedding / lm_head", g});
+      importance += g;
+    }
+  }
+  // Streaming save: the writer's buffer of the largest tensor and its source pages.
+  const double save = tensor_big * dt * 2;
+  if (save > importance) {
+    e.terms.clear();
+    add("runtime and unit bookkeeping", fixed);
+    add("save: largest tensor buffered + its mapped pages", save);
+  }
+  e.total = fixed + std::max(importance, save);
+  return e;
+}
+
+double gradient_flops(const Model& m, int B, int T, bool global_grads, const std::vector<uint8_t>& layer_grads,
+                      bool keep_activations) {
+  const double N = double(B) * T, C = m.cfg.hidden, V = m.cfg.vocab;
+  const int L = int(m.cfg.layers.size());
+  auto wants = [&](int l) { return layer_grads.empty() || (size_t(l) < layer_grads.size() && layer_grads[size_t(l)]); };
+  const int lowest = lowest_backward_layer(m, global_grads, layer_grads);
+  double f = 0;
+  for (int l = 0; l < L; l++) {
+    const LayerConfig& lc = m.cfg.layers[size_t(l)];
+    const double mm = 2 * N * (C * lc.q_dim() + 2 * C * lc.kv_dim() + lc.q_dim() * C + 3 * C * lc.d_ff);
+    const double att_fwd = 4.0 * B * double(T) * T * lc.head_dim * lc.n_head;  // QK^T, PV
+    const double att_bwd = 8.0 * B * double(T) * T * lc.head_dim * lc.n_head;  // dV, dP, dQ, dK
+    f += mm + att_fwd;                                       // forward
+    if (l < lowest) continue;
+    if (!keep_activations) f += mm + att_fwd;                // recompute
+    f += mm + att_bwd;                                       // input gradients
+    if (wants(l)) f += mm;                                   // weight gradients
+  }
+  f += 2 * N * C * V;                                        // lm_head forward
+  f += 2 * N * C * V * (global_grads ? 2 : 1);               // dxn (+ lm_head weight gradient)
+  return f;
+}
+
+double physical_memory_bytes() { return double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGE_SIZE)); }
+
+double parse_byte_size(const std::string& s, const std::string& flag) {
+  auto bad = [&] { return UserError(flag + " '" + s + "' is not a size (e.g. 16G, 512M, 20GiB, or bytes)"); };
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) i++;
+  if (i == 0) throw bad();
+  double v = 0;
+  try {
+    size_t used = 0;
+    v = std::stod(s.substr(0, i), &used);
+    if (used != i) throw bad();
+  } catch (const std::logic_error&) {
+    throw bad();
+  }
+  std::string unit;
+  for (size_t j = i; j < s.size(); j++) unit += char(std::toupper(static_cast<unsigned char>(s[j])));
+  double mul = 1;
+  if (unit.empty() || unit == "B") mul = 1;
+  else if (unit == "K" || unit == "KB" || unit == "KIB") mul = 1024.0;
+  else if (unit == "M" || unit == "MB" || unit == "MIB") mul = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GB" || unit == "GIB") mul = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TB" || unit == "TIB") mul = 1024.0 * 1024 * 1024 * 1024;
+  else throw bad();
+  if (!(v > 0) || !std::isfinite(v)) throw bad();
+  return v * mul;
+}
+
+}  // namespace llmprune
