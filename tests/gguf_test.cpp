@@ -326,7 +326,7 @@ TEST_F(GGUFTest, WriterIsAtomicAndRejectsBadInput) {
     EXPECT_THROW(w.finish(), RuntimeError);
   }
   EXPECT_EQ(read_bytes(p), (std::vector<uint8_t>{'o', 'l', 'd'}));  // untouched
-  EXPECT_FALSE(fs::exists(p + ".tmp"));
+  EXPECT_FALSE(fs::exists(p + ".tmp-" + std::to_string(::getpid())));
 
   GGUFWriter w(p);
   w.add_tensor(pattern_tensor("x", {4}, DType::F32, 0));
@@ -341,7 +341,7 @@ TEST_F(GGUFTest, WriterIsAtomicAndRejectsBadInput) {
   w.set("general.alignment", Value(uint32_t(16)));
   w.set("mixed", Value::array(ValueType::U8, {Value(uint8_t(1)), Value(int8_t(2))}));
   EXPECT_THROW(w.finish(), UserError);  // array items must match the element type
-  EXPECT_FALSE(fs::exists(p + ".tmp"));
+  EXPECT_FALSE(fs::exists(p + ".tmp-" + std::to_string(::getpid())));
 }
 
 TEST_F(GGUFTest, ReadsLlamaCppVocabFile) {

@@ -39,11 +39,13 @@ void run_export(const ExportArgs& a) {
   if (!a.gguf.empty()) {
     fs::path out(a.gguf);
     if (out.extension() != ".gguf") throw UserError("--gguf " + a.gguf + ": the output file name must end in .gguf");
-    if (fs::exists(out) && !a.force) throw UserError(a.gguf + ": already exists (use --force to replace it)");
+    if (fs::exists(out) && !a.force) throw UserError(a.gguf + ": output already exists (use --force to replace it)");
     if (fs::is_directory(out)) throw UserError(a.gguf + ": is a directory");
     fs::path parent = out.parent_path().empty() ? fs::path(".") : out.parent_path();
     if (!fs::is_directory(parent)) throw UserError(a.gguf + ": directory " + parent.string() + " does not exist");
   }
+  // Checked before anything is written: the GGUF would otherwise be made before --hf is refused.
+  if (!a.hf.empty() && fs::exists(a.hf) && !a.force) throw UserError(a.hf + ": output already exists (use --force to replace it)");
   Model m = Model::load(a.model);
   const DType dtype = parse_dtype(a.dtype, m.storage_dtype());
   const fs::path src_dir = model_dir_of(a.model);

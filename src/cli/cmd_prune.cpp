@@ -196,7 +196,7 @@ void run_prune(const PruneArgs& a) {
       // directory and go on with its mapping (the files vanish with `scratch`, the mapping stays).
       AtomicDir scratch(fs::path(a.out).string() + ".step", true);
       save_pruned(current, chosen, scratch.path(), current.storage_dtype(), {});
-      current = Model::load(scratch.path());
+      current = Model::load_unfinished(scratch.path());
       current.release_pages = true;
     }
     prog.add(1);
@@ -208,7 +208,7 @@ void run_prune(const PruneArgs& a) {
   AtomicDir out(a.out, a.force);
   if (!final_chosen.empty()) {
     save_pruned(current, final_chosen, out.path(), current.storage_dtype(), model_dir_of(a.model));
-    current = Model::load(out.path());  // the result, mapped (for the figures below)
+    current = Model::load_unfinished(out.path());  // the result, mapped (for the figures below)
   } else {
     save_model_files(current, out.path(), current.storage_dtype(), model_dir_of(a.model));
   }

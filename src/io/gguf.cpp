@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 namespace llmprune::gguf {
 
@@ -49,7 +50,7 @@ bool is_known_value_type(uint32_t id) { return id <= uint32_t(ValueType::F64); }
 
 // A key or tensor name as it appears in a one-line message: control and non-ASCII bytes as
 // \xNN, and long (possibly corrupted) names cut short.
-std::string quoted(const std::string& s) {
+std::string quote_name(const std::string& s) {
   constexpr size_t kMaxShown = 80;
   std::string out = "'";
   for (size_t i = 0; i < s.size() && i < kMaxShown; i++) {
@@ -311,11 +312,11 @@ ParsedGGUF parse_gguf(const uint8_t* data, size_t size, const std::string& name)
   for (uint64_t i = 0; i < kv_count; i++) {
     in.set_context("metadata entry " + std::to_string(i));
     std::string key = in.string("key");
-    in.set_context("key " + quoted(key));
-    if (!seen_keys.insert(key).second) in.fail("duplicate key " + quoted(key));
+    in.set_context("key " + quote_name(key));
+    if (!seen_keys.insert(key).second) in.fail("duplicate key " + quote_name(key));
     uint32_t type_id = in.scalar<uint32_t>("value type");
     if (!is_known_value_type(type_id))
-      in.fail("key " + quoted(key) + " has unknown value type " + std::to_string(type_id));
+      in.fail("key " + quote_name(key) + " has unknown value type " + std::to_string(type_id));
     Value v = read_value(in, ValueType(type_id), 0);
     out.metadata.push_back({std::move(key), std::move(v)});
   }
@@ -338,17 +339,17 @@ ParsedGGUF parse_gguf(const uint8_t* data, size_t size, const std::string& name)
     in.set_context("tensor info " + std::to_string(i));
     TensorInfo t;
     t.name = in.string("tensor name");
-    in.set_context("tensor " + quoted(t.name));
-    if (!seen_tensors.insert(t.name).second) in.fail("duplicate tensor name " + quoted(t.name));
+    in.set_context("tensor " + quote_name(t.name));
+    if (!seen_tensors.insert(t.name).second) in.fail("duplicate tensor name " + quote_name(t.name));
     uint32_t n_dims = in.scalar<uint32_t>("n_dims");
     if (n_dims == 0 || n_dims > kMaxDims)
-      in.fail("tensor " + quoted(t.name) + " has " + std::to_string(n_dims) + " dims (1 to 4 are supported)");
+      in.fail("tensor " + quote_name(t.name) + " has " + std::to_string(n_dims) + " dims (1 to 4 are supported)");
     t.dims.resize(n_dims);
     for (uint32_t d = 0; d < n_dims; d++) t.dims[d] = in.scalar<uint64_t>("dim");
     t.ggml_type = in.scalar<uint32_t>("ggml type");
     t.offset = in.scalar<uint64_t>("data offset");
     std::string why = compute_tensor_size(t.ggml_type, t.dims, &t.n_elements, &t.n_bytes);
-    if (!why.empty()) in.fail("tensor " + quoted(t.name) + " " + why);
+    if (!why.empty()) in.fail("tensor " + quote_name(t.name) + " " + why);
     out.tensors.push_back(std::move(t));
   }
 
@@ -356,10 +357,10 @@ ParsedGGUF parse_gguf(const uint8_t* data, size_t size, const std::string& name)
   const uint64_t data_size = size > out.data_offset ? size - out.data_offset : 0;
   for (const TensorInfo& t : out.tensors) {
     if (t.offset % out.alignment != 0)
-      in.fail("tensor " + quoted(t.name) + " offset " + std::to_string(t.offset) +
+      in.fail("tensor " + quote_name(t.name) + " offset " + std::to_string(t.offset) +
               " is not a multiple of the alignment " + std::to_string(out.alignment));
     if (t.offset > data_size || t.n_bytes > data_size - t.offset)
-      in.fail("tensor " + quoted(t.name) + " data (" + std::to_string(t.n_bytes) + " bytes at data offset " +
+      in.fail("tensor " + quote_name(t.name) + " data (" + std::to_string(t.n_bytes) + " bytes at data offset " +
               std::to_string(t.offset) + ") runs past the end of the file (data section has " +
               std::to_string(data_size) + " bytes)");
   }
@@ -374,7 +375,7 @@ ParsedGGUF parse_gguf(const uint8_t* data, size_t size, const std::string& name)
     const TensorInfo* prev = by_offset[i - 1];
     const TensorInfo* cur = by_offset[i];
     if (prev->offset + prev->n_bytes > cur->offset)
-      in.fail("tensors " + quoted(prev->name) + " and " + quoted(cur->name) + " overlap in the data section");
+      in.fail("tensors " + quote_name(prev->name) + " and " + quote_name(cur->name) + " overlap in the data section");
   }
   return out;
 }
@@ -477,7 +478,7 @@ const Value* GGUFFile::find(const std::string& key) const {
 
 const Value& GGUFFile::at(const std::string& key) const {
   const Value* v = find(key);
-  if (!v) throw input_error(name_, "missing key " + quoted(key));
+  if (!v) throw input_error(name_, "missing key " + quote_name(key));
   return *v;
 }
 
@@ -510,15 +511,15 @@ bool float_of(const Value& v, double* out) {
 std::string GGUFFile::get_string(const std::string& key) const {
   const Value& v = at(key);
   if (const std::string* s = v.get_if<std::string>()) return *s;
-  throw input_error(name_, "key " + quoted(key) + " is " + value_type_name(v.type()) + ", expected string");
+  throw input_error(name_, "key " + quote_name(key) + " is " + value_type_name(v.type()) + ", expected string");
 }
 
 uint64_t GGUFFile::get_uint(const std::string& key) const {
   const Value& v = at(key);
   __int128 x;
   if (!integer_of(v, &x))
-    throw input_error(name_, "key " + quoted(key) + " is " + value_type_name(v.type()) + ", expected an integer");
-  if (x < 0) throw input_error(name_, "key " + quoted(key) + " is negative");
+    throw input_error(name_, "key " + quote_name(key) + " is " + value_type_name(v.type()) + ", expected an integer");
+  if (x < 0) throw input_error(name_, "key " + quote_name(key) + " is negative");
   return uint64_t(x);
 }
 
@@ -526,9 +527,9 @@ int64_t GGUFFile::get_int(const std::string& key) const {
   const Value& v = at(key);
   __int128 x;
   if (!integer_of(v, &x))
-    throw input_error(name_, "key " + quoted(key) + " is " + value_type_name(v.type()) + ", expected an integer");
+    throw input_error(name_, "key " + quote_name(key) + " is " + value_type_name(v.type()) + ", expected an integer");
   if (x > std::numeric_limits<int64_t>::max())
-    throw input_error(name_, "key " + quoted(key) + " does not fit in a signed 64-bit integer");
+    throw input_error(name_, "key " + quote_name(key) + " does not fit in a signed 64-bit integer");
   return int64_t(x);
 }
 
@@ -536,21 +537,21 @@ double GGUFFile::get_float(const std::string& key) const {
   const Value& v = at(key);
   double d;
   if (!float_of(v, &d))
-    throw input_error(name_, "key " + quoted(key) + " is " + value_type_name(v.type()) + ", expected f32 or f64");
+    throw input_error(name_, "key " + quote_name(key) + " is " + value_type_name(v.type()) + ", expected f32 or f64");
   return d;
 }
 
 bool GGUFFile::get_bool(const std::string& key) const {
   const Value& v = at(key);
   if (const bool* b = v.get_if<bool>()) return *b;
-  throw input_error(name_, "key " + quoted(key) + " is " + value_type_name(v.type()) + ", expected bool");
+  throw input_error(name_, "key " + quote_name(key) + " is " + value_type_name(v.type()) + ", expected bool");
 }
 
 std::vector<std::string> GGUFFile::get_string_array(const std::string& key) const {
   const Value& v = at(key);
   const Array* a = v.get_if<Array>();
   if (!a || a->element_type != ValueType::String)
-    throw input_error(name_, "key " + quoted(key) + " is not an array of strings");
+    throw input_error(name_, "key " + quote_name(key) + " is not an array of strings");
   std::vector<std::string> out;
   out.reserve(a->items.size());
   for (const Value& item : a->items) out.push_back(*item.get_if<std::string>());
@@ -561,7 +562,7 @@ std::vector<float> GGUFFile::get_f32_array(const std::string& key) const {
   const Value& v = at(key);
   const Array* a = v.get_if<Array>();
   if (!a || (a->element_type != ValueType::F32 && a->element_type != ValueType::F64))
-    throw input_error(name_, "key " + quoted(key) + " is not an array of f32");
+    throw input_error(name_, "key " + quote_name(key) + " is not an array of f32");
   std::vector<float> out;
   out.reserve(a->items.size());
   for (const Value& item : a->items) {
@@ -578,14 +579,14 @@ std::vector<int64_t> GGUFFile::get_int_array(const std::string& key) const {
   const bool integer_elements = a && a->element_type != ValueType::F32 && a->element_type != ValueType::F64 &&
                                 a->element_type != ValueType::Bool && a->element_type != ValueType::String &&
                                 a->element_type != ValueType::Array;
-  if (!integer_elements) throw input_error(name_, "key " + quoted(key) + " is not an array of integers");
+  if (!integer_elements) throw input_error(name_, "key " + quote_name(key) + " is not an array of integers");
   std::vector<int64_t> out;
   out.reserve(a->items.size());
   for (const Value& item : a->items) {
     __int128 x = 0;
     integer_of(item, &x);
     if (x > std::numeric_limits<int64_t>::max())
-      throw input_error(name_, "key " + quoted(key) + " has an item that does not fit in a signed 64-bit integer");
+      throw input_error(name_, "key " + quote_name(key) + " has an item that does not fit in a signed 64-bit integer");
     out.push_back(int64_t(x));
   }
   return out;
@@ -598,7 +599,7 @@ const TensorInfo* GGUFFile::find_tensor(const std::string& name) const {
 
 const TensorInfo& GGUFFile::tensor(const std::string& name) const {
   const TensorInfo* t = find_tensor(name);
-  if (!t) throw input_error(name_, "no tensor named " + quoted(name));
+  if (!t) throw input_error(name_, "no tensor named " + quote_name(name));
   return *t;
 }
 
@@ -611,7 +612,7 @@ std::span<const uint8_t> GGUFFile::tensor_bytes(const TensorInfo& t) const {
 DType GGUFFile::tensor_dtype(const TensorInfo& t) const {
   DType d;
   if (!dtype_of(t.ggml_type, &d))
-    throw input_error(name_, "tensor " + quoted(t.name) + " has type " + ggml_type_name(t.ggml_type) +
+    throw input_error(name_, "tensor " + quote_name(t.name) + " has type " + ggml_type_name(t.ggml_type) +
                                  ", only F32/F16/BF16 are supported");
   return d;
 }
@@ -666,13 +667,13 @@ void put_value(std::vector<uint8_t>& out, const Value& v, int depth, const std::
           put_string(out, x);
         } else if constexpr (std::is_same_v<T, Array>) {
           if (depth >= kMaxArrayNesting)
-            throw input_error(path, "key " + quoted(key) + " nests arrays deeper than " +
+            throw input_error(path, "key " + quote_name(key) + " nests arrays deeper than " +
                                         std::to_string(kMaxArrayNesting));
           put<uint32_t>(out, uint32_t(x.element_type));
           put<uint64_t>(out, x.items.size());
           for (const Value& item : x.items) {
             if (item.type() != x.element_type)
-              throw input_error(path, "key " + quoted(key) + " has a " + value_type_name(item.type()) +
+              throw input_error(path, "key " + quote_name(key) + " has a " + value_type_name(item.type()) +
                                           " item in an array of " + value_type_name(x.element_type));
             put_value(out, item, depth + 1, path, key);
           }
@@ -692,7 +693,7 @@ void write_all(std::FILE* f, const void* data, size_t n, const std::string& path
 
 }  // namespace
 
-GGUFWriter::GGUFWriter(std::string path) : path_(std::move(path)), tmp_path_(path_ + ".tmp") {}
+GGUFWriter::GGUFWriter(std::string path) : path_(std::move(path)), tmp_path_(path_ + ".tmp-" + std::to_string(::getpid())) {}
 
 GGUFWriter::~GGUFWriter() {
   if (tmp_exists_) std::remove(tmp_path_.c_str());
@@ -709,11 +710,11 @@ void GGUFWriter::set(const std::string& key, Value value) {
 }
 
 void GGUFWriter::add_tensor(TensorToWrite tensor) {
-  if (tensor_index_.count(tensor.name)) throw input_error(path_, "duplicate tensor name " + quoted(tensor.name));
+  if (tensor_index_.count(tensor.name)) throw input_error(path_, "duplicate tensor name " + quote_name(tensor.name));
   uint64_t n_elements = 0, n_bytes = 0;
   std::string why = compute_tensor_size(tensor.ggml_type, tensor.dims, &n_elements, &n_bytes);
-  if (!why.empty()) throw input_error(path_, "tensor " + quoted(tensor.name) + " " + why);
-  if (!tensor.fill) throw input_error(path_, "tensor " + quoted(tensor.name) + " has no data source");
+  if (!why.empty()) throw input_error(path_, "tensor " + quote_name(tensor.name) + " " + why);
+  if (!tensor.fill) throw input_error(path_, "tensor " + quote_name(tensor.name) + " has no data source");
   tensor_index_[tensor.name] = tensors_.size();
   tensors_.push_back(std::move(tensor));
 }
@@ -756,28 +757,30 @@ void GGUFWriter::finish() {
 
   std::FILE* f = nullptr;
   try {
+    remove_stale_temps(path_);  // <path>.tmp-<pid> of killed runs
     f = std::fopen(tmp_path_.c_str(), "wb");
-    if (!f) throw RuntimeError(tmp_path_ + ": cannot create: " + std::strerror(errno));
+    if (!f) throw RuntimeError(path_ + ": cannot create " + tmp_path_ + ": " + std::strerror(errno));
     tmp_exists_ = true;
-    write_all(f, head.data(), head.size(), tmp_path_);
+    // Errors name the file asked for; the temp file is removed on the way out.
+    write_all(f, head.data(), head.size(), path_);
     std::vector<uint8_t> buffer;
     static const uint8_t kZeros[256] = {};
     for (size_t i = 0; i < tensors_.size(); i++) {
       buffer.resize(size_t(sizes[i]));
       tensors_[i].fill(std::span<uint8_t>(buffer.data(), buffer.size()));
-      write_all(f, buffer.data(), buffer.size(), tmp_path_);
+      write_all(f, buffer.data(), buffer.size(), path_);
       uint64_t pad = align_up(sizes[i], alignment) - sizes[i];
       while (pad > 0) {
         size_t n = size_t(std::min<uint64_t>(pad, sizeof(kZeros)));
-        write_all(f, kZeros, n, tmp_path_);
+        write_all(f, kZeros, n, path_);
         pad -= n;
       }
     }
     if (std::fflush(f) != 0 || ::fsync(::fileno(f)) != 0)
-      throw RuntimeError(tmp_path_ + ": flush failed: " + std::strerror(errno));
+      throw RuntimeError(path_ + ": write failed: " + std::strerror(errno));
     std::FILE* closing = f;
     f = nullptr;
-    if (std::fclose(closing) != 0) throw RuntimeError(tmp_path_ + ": close failed: " + std::strerror(errno));
+    if (std::fclose(closing) != 0) throw RuntimeError(path_ + ": write failed: " + std::strerror(errno));
     if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0)
       throw RuntimeError(path_ + ": cannot rename " + tmp_path_ + " into place: " + std::strerror(errno));
     tmp_exists_ = false;

@@ -215,7 +215,7 @@ class GGUFWriter {
   void add_tensor(TensorToWrite tensor);
   const std::vector<KeyValue>& metadata() const { return metadata_; }
 
-  // Writes <path>.tmp (header, metadata, tensor infos, aligned data) and renames it to <path>.
+  // Writes <path>.tmp-<pid> (header, metadata, tensor infos, aligned data) and renames it to <path>.
   // Alignment is 32 unless general.alignment (u32, power of two) is set.
   void finish();
 

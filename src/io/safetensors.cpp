@@ -259,12 +259,13 @@ void SafetensorsWriter::write(const fs::path& path) const {
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw RuntimeError(path.string() + ": cannot create: " + std::strerror(errno));
   auto fail = [&](const std::string& what) {
+    const int e = errno;
     std::fclose(f);
     std::remove(tmp.c_str());
-    throw RuntimeError(path.string() + ": " + what);
+    throw RuntimeError(path.string() + ": " + what + ": " + std::strerror(e));
   };
   uint64_t n = hs.size();
-  if (std::fwrite(&n, 8, 1, f) != 1 || std::fwrite(hs.data(), 1, hs.size(), f) != hs.size()) fail("write failed (disk full?)");
+  if (std::fwrite(&n, 8, 1, f) != 1 || std::fwrite(hs.data(), 1, hs.size(), f) != hs.size()) fail("write failed");
   std::vector<uint8_t> buf;
   for (size_t i = 0; i < entries_.size(); i++) {
     buf.assign(sizes[i], 0);
@@ -275,16 +276,18 @@ void SafetensorsWriter::write(const fs::path& path) const {
       std::remove(tmp.c_str());
       throw;
     }
-    if (sizes[i] && std::fwrite(buf.data(), 1, sizes[i], f) != sizes[i]) fail("write failed (disk full?)");
+    if (sizes[i] && std::fwrite(buf.data(), 1, sizes[i], f) != sizes[i]) fail("write failed");
   }
-  if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) fail("write failed (disk full?)");
+  if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) fail("write failed");
   if (std::fclose(f) != 0) {
+    const int e = errno;
     std::remove(tmp.c_str());
-    throw RuntimeError(path.string() + ": write failed");
+    throw RuntimeError(path.string() + ": write failed: " + std::strerror(e));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
     std::remove(tmp.c_str());
-    throw RuntimeError(path.string() + ": rename failed");
+    throw RuntimeError(path.string() + ": rename failed: " + std::strerror(e));
   }
 }
 

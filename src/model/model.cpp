@@ -14,21 +14,28 @@ namespace llmprune {
 // Defined in io/ GGUF import (model/gguf_model.cpp) when available.
 Model load_gguf_model(const fs::path& file);
 
-Model Model::load(const fs::path& path) {
+static Model load_model(const fs::path& path, bool refuse_incomplete) {
   std::error_code ec;  // non-throwing: a path too long to stat is reported like a missing one
   if (!fs::exists(path, ec)) throw input_error(path.string(), ec ? "cannot access: " + ec.message() : "no such file or directory");
   if (fs::is_regular_file(path) && path.extension() == ".gguf") return load_gguf_model(path);
+  if (fs::is_regular_file(path) && is_temp_output_name(path))
+    throw input_error(path.string(), "incomplete output of an interrupted llmprune run (delete it)");
   if (!fs::is_directory(path)) throw input_error(path.string(), "expected a model directory (config.json + safetensors) or a .gguf file");
+  if (refuse_incomplete) refuse_incomplete_output(path);
   fs::path cfg_path = path / "config.json";
   if (!fs::exists(cfg_path)) throw input_error(cfg_path.string(), "missing (not an HF model directory?)");
   ModelConfig cfg = ModelConfig::load(cfg_path);
   std::vector<fs::path> files;
   auto tensors = load_checkpoint_tensors(path, &files);
-  Model m = from_tensors(std::move(cfg), std::move(tensors), path.string());
+  Model m = Model::from_tensors(std::move(cfg), std::move(tensors), path.string());
   m.dir = path;
   m.files = files;
   return m;
 }
+
+Model Model::load(const fs::path& path) { return load_model(path, true); }
+
+Model Model::load_unfinished(const fs::path& dir) { return load_model(dir, false); }
 
 Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
   Model m;
@@ -204,7 +211,10 @@ void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs
   }
   atomic_write_file(dir / "generation_config.json", gen.dump(2) + "\n");
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
-    if (!source_dir.empty() && fs::exists(source_dir / f)) fs::copy_file(source_dir / f, dir / f, fs::copy_options::overwrite_existing);
+    if (source_dir.empty() || !fs::exists(source_dir / f)) continue;
+    std::error_code ec;
+    fs::copy_file(source_dir / f, dir / f, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw RuntimeError((dir / f).string() + ": cannot copy from " + (source_dir / f).string() + ": " + ec.message());
   }
 }
 

@@ -42,7 +42,11 @@ struct Model {
 
   // Loads a checkpoint directory (config.json + safetensors, or a .gguf file), validating every
   // shape against its role and deriving per-layer sizes from the shapes.
+  // A directory an AtomicDir is still building (holding kIncompleteMarker) is refused.
   static Model load(const std::filesystem::path& path);
+  // The same for a directory this process is building with an AtomicDir and reads back before
+  // commit() (prune's result and its scratch steps): the incomplete-output marker is expected.
+  static Model load_unfinished(const std::filesystem::path& dir);
   // Builds the model from named tensors (HF names) and a config; used by load and by GGUF import.
   static Model from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source);
   // Recomputes cfg.layers from the tensor shapes and checks all shapes are consistent.

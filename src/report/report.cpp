@@ -216,6 +216,7 @@ ReportRun load_report_run(const std::string& spec) {
     if (run.label.empty()) run.label = dir;
   }
   if (!fs::is_directory(dir)) throw UserError(dir + ": not a directory (give the --out DIR of `llmprune prune`)");
+  refuse_incomplete_output(dir);
   fs::path pj_path = fs::path(dir) / "pruning.json";
   if (!fs::exists(pj_path)) throw input_error(pj_path.string(), "not found (not an `llmprune prune` output directory)");
   json pj = read_json(pj_path);

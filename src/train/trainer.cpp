@@ -267,6 +267,7 @@ void Trainer::save_checkpoint(const fs::path& dir, int64_t step, const json& sta
 }
 
 json Trainer::load_checkpoint(const fs::path& dir) {
+  refuse_incomplete_output(dir);  // a checkpoint-N.tmp-<pid> a killed run was writing
   const fs::path state_file = dir / kStateFile;
   json state;
   try {
@@ -295,6 +296,14 @@ json Trainer::load_checkpoint(const fs::path& dir) {
   }
   adam_step_ = state["adam_step"].get<int64_t>();
   return state;
+}
+
+// Deletes a checkpoint directory, its trainer state first: a run killed half-way leaves a
+// directory latest_checkpoint() no longer picks, never a partial checkpoint that --resume reads.
+static void remove_checkpoint(const fs::path& dir) {
+  std::error_code ec;
+  fs::remove(dir / kStateFile, ec);
+  fs::remove_all(dir, ec);
 }
 
 fs::path Trainer::latest_checkpoint(const fs::path& ckpt_dir) {
@@ -384,7 +393,7 @@ TrainResult Trainer::run(const std::vector<Example>& train, const std::vector<Ex
         throw UserError(opt_.checkpoint_dir.string() + ": holds checkpoints of an earlier run (continue it with --resume, or --force to start over)");
       std::error_code ec;
       for (auto& e : fs::directory_iterator(opt_.checkpoint_dir, ec))
-        if (checkpoint_step(e.path()) >= 0) fs::remove_all(e.path(), ec);
+        if (checkpoint_step(e.path()) >= 0) remove_checkpoint(e.path());
     }
     fs::create_directories(opt_.checkpoint_dir);
     // Temporary directories left by killed runs (<name>.tmp-<pid> of a dead process).
@@ -505,7 +514,7 @@ TrainResult Trainer::run(const std::vector<Example>& train, const std::vector<Ex
       }
       std::sort(all.begin(), all.end());
       const size_t keep = size_t(std::max(1, opt_.keep_checkpoints));
-      for (size_t i = 0; i + keep < all.size(); i++) fs::remove_all(all[i].second, ec);
+      for (size_t i = 0; i + keep < all.size(); i++) remove_checkpoint(all[i].second);
     }
   }
   res.steps = total;
