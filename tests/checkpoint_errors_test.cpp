@@ -2,6 +2,7 @@
 // "llmprune: error: <file>: <what>" that names the file and the offending field or tensor.
 // Each test writes a tiny valid model (1 layer, GQA, tied) into a temp dir, corrupts one thing,
 // and runs `llmprune info` on it. The table of messages is in docs/robustness.md.
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -130,12 +131,13 @@ fs::path tiny_model(const std::string& tag, const std::function<void(json&)>& ed
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
-// Exit 2, one line on stderr, "llmprune: error: " prefix, and every needle in that line.
+// Exit 2 (1 for expect_error(r, 1, ...): runtime failures), one line on stderr, "llmprune: error: "
+// prefix, and every needle in that line.
 // The message is recorded as the test property "stderr" (docs/robustness.md's table is made from
 // --gtest_output=json of this file's tests).
-void expect_user_error(const test::CmdResult& r, const std::vector<std::string>& needles) {
+void expect_error(const test::CmdResult& r, int exit_code, const std::vector<std::string>& needles) {
   ::testing::Test::RecordProperty("stderr", r.err.substr(0, r.err.find('\n')));
-  EXPECT_EQ(r.exit_code, 2) << "stderr: " << r.err;
+  EXPECT_EQ(r.exit_code, exit_code) << "stderr: " << r.err;
   ASSERT_FALSE(r.err.empty());
   EXPECT_EQ(r.err.back(), '\n') << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "want exactly one line, got: " << r.err;
@@ -143,6 +145,8 @@ void expect_user_error(const test::CmdResult& r, const std::vector<std::string>&
   for (auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "' in: " << r.err;
   EXPECT_EQ(r.out, "") << "nothing on stdout on error";
 }
+
+void expect_user_error(const test::CmdResult& r, const std::vector<std::string>& needles) { expect_error(r, 2, needles); }
 
 void expect_info_error(const fs::path& dir, const std::vector<std::string>& needles) {
   expect_user_error(test::run_cli("info " + q(dir)), needles);
@@ -607,6 +611,13 @@ TEST(CheckpointErrors, GarbageGguf) {
   expect_info_error(dir / "m.gguf", {(dir / "m.gguf").string()});
 }
 
+// A directory an interrupted run left under its temporary name (docs/robustness.md).
+TEST(CheckpointErrors, IncompleteOutputOfAnInterruptedRun) {
+  auto dir = tiny_model("x.tmp-12345");
+  write_text(dir / ".llmprune-incomplete", dir.filename().string() + "\n");
+  expect_info_error(dir, {dir.string(), "incomplete output of an interrupted llmprune run (delete it)"});
+}
+
 TEST(CheckpointErrors, CorruptTokenizerModel) {
   auto src = test::fixture_model("kjv-llama-gqa-tied");
   if (!fs::exists(src)) GTEST_SKIP() << "fixture missing";
@@ -629,7 +640,11 @@ class UsageErrors : public ::testing::Test {
     if (!fs::exists(model_) || !fs::exists(text_)) GTEST_SKIP() << "fixtures missing";
   }
   std::string eval(const std::string& extra) { return "eval " + q(model_) + " --ppl " + q(text_) + " " + extra; }
-  fs::path model_, text_;
+  std::string prune(const std::string& extra) {
+    out_ = test::temp_dir("out") / "pruned";
+    return "prune " + q(model_) + " --out " + q(out_) + " " + extra;
+  }
+  fs::path model_, text_, out_;
 };
 
 TEST_F(UsageErrors, SeqLenZero) { expect_user_error(test::run_cli(eval("--seq-len 0")), {"--seq-len must be at least 2"}); }
@@ -660,6 +675,71 @@ TEST_F(UsageErrors, MissingTextFile) {
 TEST_F(UsageErrors, MissingModel) {
   auto missing = test::temp_dir("m") / "no-model";
   expect_user_error(test::run_cli("eval " + q(missing) + " --ppl " + q(text_)), {missing.string(), "no such file or directory"});
+}
+
+TEST_F(UsageErrors, PruneRatioOutsideZeroToOne) {
+  expect_user_error(test::run_cli(prune("--ratio -1 --importance l1")), {"--ratio must be in [0, 1)"});
+  expect_user_error(test::run_cli(prune("--attn-ratio 1 --importance l1")), {"--attn-ratio must be in [0, 1)"});
+  EXPECT_FALSE(fs::exists(out_));
+}
+
+TEST_F(UsageErrors, PruneLayerRangeOutsideTheModel) {
+  expect_user_error(test::run_cli(prune("--ratio 0.2 --mlp-layers 2:9 --importance l1")),
+                    {"--mlp-layers 2:9 is outside the model's 6 layers (0-based, end-exclusive)"});
+}
+
+TEST_F(UsageErrors, PruneCalibSamplesNotPositive) {
+  expect_user_error(test::run_cli(prune("--ratio 0.2 --calib " + q(text_) + " --calib-samples 0")), {"--calib-samples must be positive"});
+}
+
+TEST_F(UsageErrors, PruneCalibSeqLenBeyondContext) {
+  expect_user_error(test::run_cli(prune("--ratio 0.2 --calib " + q(text_) + " --calib-seq-len 4096")),
+                    {"--calib-seq-len 4096 exceeds the model's context of 2048"});
+}
+
+TEST_F(UsageErrors, PruneCalibrationTextTooShort) {
+  auto txt = test::temp_dir("short") / "short.txt";
+  write_text(txt, "In the beginning God created the heaven and the earth.\n");
+  expect_user_error(test::run_cli(prune("--ratio 0.2 --calib " + q(txt))),
+                    {txt.string(), "tokens, fewer than --calib-samples x --calib-seq-len = 640"});
+}
+
+TEST_F(UsageErrors, PruneMaxMemoryTooSmall) {
+  expect_user_error(test::run_cli(prune("--ratio 0.2 --calib " + q(text_) + " --max-memory 10M")),
+                    {"estimated peak memory", "exceeds --max-memory 10M", "lower --calib-samples / --calib-seq-len or raise the budget"});
+}
+
+TEST_F(UsageErrors, OutputExistsWithoutForce) {
+  const std::string cmd = prune("--ratio 0.2 --importance l1");
+  fs::create_directories(out_);
+  expect_user_error(test::run_cli(cmd), {out_.string() + ": output already exists (use --force to replace it)"});
+  auto gguf = out_.parent_path() / "m.gguf";
+  write_text(gguf, "GGUF");
+  expect_user_error(test::run_cli("export " + q(model_) + " --gguf " + q(gguf)),
+                    {gguf.string() + ": output already exists (use --force to replace it)"});
+  expect_user_error(test::run_cli("export " + q(model_) + " --hf " + q(out_)), {out_.string() + ": output already exists"});
+}
+
+// A model whose weights hold NaN: the importance pass stops on the non-finite calibration loss
+// (exit 1, a runtime failure) and writes nothing.
+TEST_F(UsageErrors, NonFiniteCalibrationLoss) {
+  auto dir = test::temp_dir("nan-model");
+  for (const char* f : {"config.json", "tokenizer.model"}) fs::copy_file(model_ / f, dir / f);
+  std::string bytes;
+  {
+    std::ifstream in(model_ / "model.safetensors", std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  uint64_t hlen = 0;
+  std::memcpy(&hlen, bytes.data(), 8);
+  json h = json::parse(bytes.substr(8, hlen));
+  uint64_t b = h["model.norm.weight"]["data_offsets"][0], e = h["model.norm.weight"]["data_offsets"][1];
+  std::fill(bytes.begin() + long(8 + hlen + b), bytes.begin() + long(8 + hlen + e), '\xff');  // F32 NaN
+  write_text(dir / "model.safetensors", bytes);
+  expect_error(test::run_cli("prune " + q(dir) + " --out " + q(dir / "out") + " --ratio 0.2 --calib " + q(text_) +
+                             " --calib-samples 2 --calib-seq-len 16"),
+               1, {dir.string() + ": calibration loss is not finite (NaN/Inf)"});
+  EXPECT_FALSE(fs::exists(dir / "out"));
 }
 
 TEST_F(UsageErrors, UnknownSubcommandOption) {

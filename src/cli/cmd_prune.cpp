@@ -1,6 +1,7 @@
 // llmprune prune MODEL --out DIR: estimate group importance on calibration text, remove the
 // least important groups physically, save a smaller dense HF model plus pruning.json.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -27,7 +28,8 @@ namespace {
 
 struct PruneArgs {
   std::string model, out, strategy = "block", importance = "taylor", taylor = "element1", reduction = "sum";
-  double ratio = -1, attn_ratio = -1, mlp_ratio = -1;
+  // NaN = not given (any number given, -1 included, is checked against [0, 1)).
+  double ratio = std::nan(""), attn_ratio = std::nan(""), mlp_ratio = std::nan("");
   std::string attn_layers, mlp_layers, layers;
   bool global = false, force = false, json = false;
   int iterative_steps = 1, round_to = 1, drop_layers = -1;
@@ -49,7 +51,7 @@ void run_prune(const PruneArgs& a) {
   if (a.activations != "auto" && a.activations != "keep" && a.activations != "recompute")
     throw UserError("--activations must be auto, keep or recompute");
   auto check_ratio = [](double r, const char* flag) {
-    if (r != -1 && (r < 0 || r >= 1)) throw UserError(std::string(flag) + " must be in [0, 1)");
+    if (!std::isnan(r) && !(r >= 0 && r < 1)) throw UserError(std::string(flag) + " must be in [0, 1)");
   };
   check_ratio(a.ratio, "--ratio");
   check_ratio(a.attn_ratio, "--attn-ratio");
@@ -71,9 +73,9 @@ void run_prune(const PruneArgs& a) {
   if (a.gqa_unit == "kv-group") po.gqa_unit = GqaUnit::KvGroup;
   else if (a.gqa_unit == "query") po.gqa_unit = GqaUnit::Query;
   else throw UserError("--gqa-unit must be kv-group or query");
-  double base = a.ratio >= 0 ? a.ratio : 0.0;
-  po.attn_ratio = a.attn_ratio >= 0 ? a.attn_ratio : base;
-  po.mlp_ratio = a.mlp_ratio >= 0 ? a.mlp_ratio : base;
+  double base = std::isnan(a.ratio) ? 0.0 : a.ratio;
+  po.attn_ratio = std::isnan(a.attn_ratio) ? base : a.attn_ratio;
+  po.mlp_ratio = std::isnan(a.mlp_ratio) ? base : a.mlp_ratio;
   po.channel_ratio = base;
   po.layer_ratio = base;
   po.drop_layers = a.drop_layers;

@@ -287,7 +287,9 @@ ImportanceResult estimate_importance(const Model& m, const std::vector<Group>& g
     go.layer_grads = sink.layers_wanted();
     go.keep_activations = opt.keep_activations;
     BackwardResult br = compute_gradients(m, tokens.data(), B, T, go, sink);
-    if (!br.finite) throw RuntimeError("calibration loss is not finite (NaN/Inf) — the model or its input is broken");
+    if (!br.finite)
+      throw RuntimeError((m.dir.empty() ? std::string() : m.dir.string() + ": ") +
+                         "calibration loss is not finite (NaN/Inf) — the model or its input is broken");
     res.calib_loss = br.loss;
   } else {
     // Magnitude criteria need no gradients: visit layers with empty gradient statistics.
