@@ -2,6 +2,9 @@
 # The paper's Table-1 ordering on a model, without tuning: prune ~20% of parameters with the
 # block strategy under each criterion and measure perplexity on held-out text.
 # Usage: scripts/experiment_ordering.sh MODEL CALIB_TEXT TEST_TEXT OUT_DIR [RATIO] [LAYERS]
+# (Kept because it produced docs/results.md's first tables, and for its channel-strategy row. The
+# whole Table-1 grid -- the same pruning plus LoRA rows, zero-shot tasks, one eval table -- is
+# scripts/experiment_table1.sh.)
 set -euo pipefail
 BIN=${BIN:-build/llmprune}
 MODEL=$1; CALIB=$2; TEST=$3; OUT=$4; RATIO=${5:-0.45}; LAYERS=${6:-1:5}

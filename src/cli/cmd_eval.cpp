@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 struct EvalArgs {
-  std::string model, ppl, tasks, task_dir, bos = "auto", harness = "0.4", save_predictions;
+  std::string model, ppl, tasks, task_dir, bos = "auto", harness = "0.4", save_predictions, save_json;
   std::vector<std::string> compare;
   int seq_len = 128, stride = 0, batch = 8, max_length = 0;
   int64_t max_windows = 0, limit = 0;
@@ -190,7 +190,8 @@ void run_eval(const EvalArgs& a) {
     if (!fs::is_directory(a.task_dir)) throw UserError("task directory " + a.task_dir + " not found");
     tasks.push_back(load_task(name, a.task_dir));
   }
-  const bool hashes = a.json || !a.save_predictions.empty();
+  const bool want_json = a.json || !a.save_json.empty();  // --save-json FILE: what --json prints, into FILE
+  const bool hashes = want_json || !a.save_predictions.empty();
   const bool legacy = tasks.empty() && a.compare.empty() && !a.markdown;  // the --ppl-only output, unchanged
 
   ZeroShotOptions zo;
@@ -246,7 +247,7 @@ void run_eval(const EvalArgs& a) {
       out["zero_shot_metrics"] = metric_note(row.tasks);
     }
     if (hashes) row.weights = hash_weights(m);
-    if (a.json) {
+    if (want_json) {
       if (!legacy) out["label"] = label;
       out["weights"] = row.weights;
       out["meta"] = {{"llmprune_version", LLMPRUNE_VERSION},
@@ -279,9 +280,13 @@ void run_eval(const EvalArgs& a) {
     atomic_write_file(a.save_predictions, p.dump(1) + "\n");
   }
 
-  if (a.json) {
-    std::cout << (outs.size() == 1 ? outs[0] : json{{"models", outs}}).dump(2) << "\n";
-    return;
+  if (want_json) {
+    const std::string doc = (outs.size() == 1 ? outs[0] : json{{"models", outs}}).dump(2) + "\n";
+    if (!a.save_json.empty()) atomic_write_file(a.save_json, doc);
+    if (a.json) {
+      std::cout << doc;
+      return;
+    }
   }
   if (legacy) {
     const ModelRow& r = rows[0];
@@ -339,6 +344,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--max-length", a->max_length, "zero-shot context window in tokens (default: the model's)");
   cmd->add_option("--compare", a->compare, "more models, one table row each (NAME=PATH names a row)");
   cmd->add_option("--save-predictions", a->save_predictions, "write per-item predictions and log-likelihoods (JSON)");
+  cmd->add_option("--save-json", a->save_json, "also write the JSON (as --json prints it) to this file");
   cmd->add_flag("--json", a->json, "print JSON");
   cmd->add_flag("--markdown", a->markdown, "print the table as Markdown");
   cmd->callback([a] { run_eval(*a); });
