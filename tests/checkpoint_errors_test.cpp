@@ -663,6 +663,18 @@ TEST_F(UsageErrors, NegativeStride) { expect_user_error(test::run_cli(eval("--st
 
 TEST_F(UsageErrors, BatchZero) { expect_user_error(test::run_cli(eval("--batch 0")), {"--batch must be positive"}); }
 
+TEST_F(UsageErrors, MaxWindowsNegative) {
+  expect_user_error(test::run_cli(eval("--max-windows -1")), {"--max-windows must not be negative"});
+}
+
+TEST_F(UsageErrors, PplTextShorterThanOneWindow) {
+  auto dir = test::temp_dir("short");
+  auto txt = dir / "short.txt";
+  std::ofstream(txt) << "In the beginning";
+  expect_user_error(test::run_cli("eval " + q(model_) + " --ppl " + q(txt) + " --seq-len 128"),
+                    {txt.string() + ": has ", "fewer than one window of --seq-len 128"});
+}
+
 TEST_F(UsageErrors, NothingToEvaluate) {
   expect_user_error(test::run_cli("eval " + q(model_)), {"nothing to evaluate"});
 }

@@ -388,6 +388,9 @@ void expect_write_failure(const Command& c, const fs::path& dir, const std::stri
   EXPECT_EQ(err.rfind("llmprune: error: ", 0), 0u) << err;
   EXPECT_NE(err.find(file), std::string::npos) << "the line does not name " << file << ": " << err;
   EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  // The user's output path, not the temporary directory that no longer exists.
+  EXPECT_EQ(err.find(".tmp-"), std::string::npos) << err;
+  if (!is_gguf(c)) EXPECT_NE(err.find("(" + c.out.string() + " left as it was)"), std::string::npos) << err;
   EXPECT_TRUE(temp_siblings(c.out).empty()) << "temporaries left behind";
   if (previous.empty()) {
     EXPECT_FALSE(fs::exists(c.out)) << "an output was left behind";
@@ -414,8 +417,9 @@ TEST(Interrupt, DiskFullLeavesNothingAndKeepsThePreviousOutput) {
       {{"prune",
         {"prune", mha(), "--out", (dir / "pruned").string(), "--ratio", "0.25", "--importance", "l1"},
         dir / "pruned", {}, {}},
-       "model.safetensors"},
-      {{"export_hf", {"export", mha(), "--hf", (dir / "hf").string()}, dir / "hf", {}, {}}, "model.safetensors"},
+       (dir / "pruned" / "model.safetensors").string()},
+      {{"export_hf", {"export", mha(), "--hf", (dir / "hf").string()}, dir / "hf", {}, {}},
+       (dir / "hf" / "model.safetensors").string()},
       {{"export_gguf", {"export", mha(), "--gguf", (dir / "m.gguf").string()}, dir / "m.gguf", {}, {}},
        (dir / "m.gguf").string()},
   };
@@ -432,6 +436,38 @@ TEST(Interrupt, DiskFullLeavesNothingAndKeepsThePreviousOutput) {
     EXPECT_EQ(e.code, 1) << slurp(dir / (c.name + ".stderr"));
     expect_write_failure(c, dir, file, before);
   }
+}
+
+// Tune over a full disk: its checkpoints (LoRA state, well under the limit) are written, the
+// merged model is not. The run fails with one line naming the output, leaves no output and no
+// temporaries, keeps the last good checkpoint, and --resume finishes from it once there is room.
+TEST(Interrupt, TuneDiskFullKeepsTheLastCheckpointAndResumes) {
+  auto dir = test::temp_dir("efbig_tune");
+  std::string text = slurp(test::fixture_text("kjv.train.txt")).substr(0, 6000);
+  std::ofstream(dir / "train.txt", std::ios::binary) << text.substr(0, text.rfind('\n') + 1);
+  Command c{"tune",
+            {"tune", mha(), "--data", (dir / "train.txt").string(), "--out", (dir / "tuned").string(), "--checkpoint-dir",
+             (dir / "ckpt").string(), "--max-steps", "3", "--batch", "2", "--micro-batch", "2", "--cutoff-len", "32",
+             "--save-every", "1", "--lora-r", "4", "--seed", "3", "--quiet"},
+            dir / "tuned", {}, dir / "ckpt"};
+  Exit e = run_to_end(c, {}, dir, 1 << 20);
+  EXPECT_FALSE(e.signaled);
+  EXPECT_EQ(e.code, 1) << slurp(dir / "tune.stderr");
+  expect_write_failure(c, dir, (dir / "tuned" / "model.safetensors").string(), {});
+  ASSERT_TRUE(has_checkpoint(c)) << "the last good checkpoint is gone";
+  EXPECT_TRUE(checkpoint_temps(c.ckpt).empty());
+  e = run_to_end(c, {"--resume"}, dir);
+  ASSERT_EQ(e.code, 0) << slurp(dir / "tune.stderr");
+  EXPECT_EQ(load_error(c.out), "");
+  // The same bytes as a run that never hit the limit.
+  Command ref = c;
+  ref.name = "tune_ref";
+  ref.args[5] = (dir / "ref").string();
+  ref.args[7] = (dir / "ref_ckpt").string();
+  ref.out = dir / "ref";
+  ref.ckpt = dir / "ref_ckpt";
+  ASSERT_EQ(run_to_end(ref, {}, dir).code, 0) << slurp(dir / "tune_ref.stderr");
+  EXPECT_TRUE(output_bytes(c) == output_bytes(ref)) << "resumed output differs from an uninterrupted run";
 }
 
 }  // namespace

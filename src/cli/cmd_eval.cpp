@@ -170,6 +170,7 @@ void run_eval(const EvalArgs& a) {
   if (a.stride < 0 || a.stride > a.seq_len) throw UserError("--stride must be in [1, --seq-len]");
   if (a.batch <= 0) throw UserError("--batch must be positive");
   if (a.limit < 0) throw UserError("--limit must not be negative");
+  if (a.max_windows < 0) throw UserError("--max-windows must not be negative (0 = all)");
   if (a.max_length < 0) throw UserError("--max-length must not be negative");
   if (a.json && a.markdown) throw UserError("--json and --markdown are exclusive");
   if (a.bos != "auto" && a.bos != "on" && a.bos != "off") throw UserError("--bos must be auto, on or off");
@@ -230,6 +231,9 @@ void run_eval(const EvalArgs& a) {
       o.max_windows = a.max_windows;
       for (auto& ps : ppl_specs) {
         auto ids = tokenize_file_with_bos(*tok, ps.file);
+        if (int64_t(ids.size()) < a.seq_len)  // named here: perplexity() does not know the file
+          throw input_error(ps.file, "has " + std::to_string(ids.size()) + " tokens (BOS included), fewer than one window of --seq-len " +
+                                         std::to_string(a.seq_len));
         PplResult res = perplexity(r, ids, o);
         row.ppl.emplace_back(ps.name, res);
         out["ppl"][ps.name] = {{"file", ps.file}, {"ppl", res.ppl}, {"nll_sum", res.nll_sum},

@@ -6,6 +6,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "model/gguf_model.h"
 
 namespace llmprune::cli {
@@ -78,13 +79,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "llmprune: error: %s\n", e.what());
     return 2;
   } catch (const RuntimeError& e) {
-    std::fprintf(stderr, "llmprune: error: %s\n", e.what());
+    std::fprintf(stderr, "llmprune: error: %s\n", name_output_paths(e.what()).c_str());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "llmprune: error: out of memory\n");
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "llmprune: error: %s\n", e.what());
+    std::fprintf(stderr, "llmprune: error: %s\n", name_output_paths(e.what()).c_str());
     return 1;
   }
   return 0;

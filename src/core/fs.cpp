@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <vector>
 
 #include "core/error.h"
 
@@ -134,6 +136,34 @@ void atomic_write_file(const fs::path& path, const std::string& content) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename failed");
 }
 
+namespace {
+// Every temporary directory this process made, with its output path (name_output_paths).
+std::mutex g_temp_dirs_mu;
+std::vector<std::pair<std::string, std::string>> g_temp_dirs;
+}  // namespace
+
+std::string name_output_paths(const std::string& message) {
+  std::lock_guard<std::mutex> lock(g_temp_dirs_mu);
+  std::string out = message;
+  std::string kept;
+  for (auto& [tmp, final_path] : g_temp_dirs) {
+    bool hit = false;
+    for (size_t at = out.find(tmp); at != std::string::npos; at = out.find(tmp, at)) {
+      const size_t end = at + tmp.size();
+      if (end < out.size() && out[end] != '/' && out[end] != ':' && out[end] != ' ') {  // a longer name
+        at = end;
+        continue;
+      }
+      out.replace(at, tmp.size(), final_path);
+      at += final_path.size();
+      hit = true;
+    }
+    if (hit) kept += (kept.empty() ? "" : ", ") + final_path;
+  }
+  if (!kept.empty()) out += " (" + kept + " left as it was)";
+  return out;
+}
+
 AtomicDir::AtomicDir(fs::path final_path, bool overwrite) : final_(std::move(final_path)), overwrite_(overwrite) {
   if (final_.filename().empty()) final_ = final_.parent_path();
   if (fs::exists(final_) && !overwrite_)
@@ -141,6 +171,10 @@ AtomicDir::AtomicDir(fs::path final_path, bool overwrite) : final_(std::move(fin
   remove_stale_temps(final_);
   tmp_ = final_;
   tmp_ += ".tmp-" + std::to_string(::getpid());
+  {
+    std::lock_guard<std::mutex> lock(g_temp_dirs_mu);
+    g_temp_dirs.emplace_back(tmp_.string(), final_.string());
+  }
   std::error_code ec;
   remove_marked_dir(tmp_);
   fs::create_directories(tmp_, ec);

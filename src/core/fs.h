@@ -54,6 +54,13 @@ class AtomicDir {
   bool overwrite_ = false, committed_ = false;
 };
 
+// Error messages name the file that failed; when that file lies in an AtomicDir's temporary
+// directory (already removed by the time the message is printed), this rewrites the temporary
+// directory to the output path the user asked for and says that the output was left as it was:
+//   "out.tmp-41/model.safetensors: write failed: ..." -> "out/model.safetensors: write failed: ...
+//   (out left as it was)". Other messages come back unchanged.
+std::string name_output_paths(const std::string& message);
+
 // Resident set size high-water mark of this process, in bytes (from /proc/self/status VmHWM).
 size_t peak_rss_bytes();
 size_t current_rss_bytes();
