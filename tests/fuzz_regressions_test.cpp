@@ -13,6 +13,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/gguf_model.h"
 #include "test_util.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
@@ -158,6 +159,15 @@ TEST(FuzzRegressions, TokenizerJsonVocabIdOutOfRange) {
 }
 
 // Every committed crash input of the in-memory targets must be rejected without a crash.
+// fuzz_gguf: a q/k tensor with 0 rows counts as "whole heads" (0 % head_dim == 0), and the row
+// size for the rope permutation was then n_bytes / 0: SIGFPE, or UBSan's division by zero.
+TEST(FuzzRegressions, GgufRopeTensorWithZeroRows) {
+  const fs::path f = data_dir("gguf") / "rope-tensor-zero-rows.gguf";
+  ASSERT_TRUE(fs::exists(f));
+  expect_user_error([&] { load_gguf_model(f); }, f.string() + ": tensor '", f.filename().string());
+  expect_user_error([&] { load_gguf_model(f); }, "has 0 rows, not whole heads of", f.filename().string());
+}
+
 TEST(FuzzRegressions, InMemoryParsersRejectCleanly) {
   for (auto& f : inputs("safetensors")) {
     std::string s = slurp(f);

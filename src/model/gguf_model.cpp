@@ -575,7 +575,8 @@ Model load_gguf_model(const fs::path& file) {
     t.dtype = f.tensor_dtype(ti);  // throws for quantized types, naming the tensor
     for (uint64_t d : ti.shape()) t.shape.push_back(int64_t(d));
     if (it->second.second) {
-      if (t.shape.empty() || t.shape[0] % head_dim != 0)
+      // 0 rows is "whole heads" too, but it leaves no row size to permute (fuzz_gguf found it).
+      if (t.shape.empty() || t.shape[0] <= 0 || t.shape[0] % head_dim != 0)
         throw input_error(src, "tensor '" + ti.name + "' has " + std::to_string(t.shape.empty() ? 0 : t.shape[0]) +
                                    " rows, not whole heads of " + std::to_string(head_dim));
       auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[ti.n_bytes]);
