@@ -625,7 +625,16 @@ const void* GGUFFile::tensor_data(const TensorInfo& t) const {
 void GGUFFile::read_f32(const TensorInfo& t, float* dst) const {
   DType d = tensor_dtype(t);
   if (t.n_elements == 0) return;
-  to_f32(d, tensor_bytes(t).data(), dst, size_t(t.n_elements));
+  auto bytes = tensor_bytes(t);
+  // general.alignment may be 1, 2 or 4 (llama.cpp accepts any power of two), which leaves the
+  // data of a 16- or 32-bit tensor misaligned; convert from an aligned copy then (fuzz_gguf).
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % dtype_size(d) != 0) {
+    std::vector<float> aligned((bytes.size() + 3) / 4);
+    std::memcpy(aligned.data(), bytes.data(), bytes.size());
+    to_f32(d, aligned.data(), dst, size_t(t.n_elements));
+    return;
+  }
+  to_f32(d, bytes.data(), dst, size_t(t.n_elements));
 }
 
 std::vector<float> GGUFFile::read_f32(const std::string& name) const {

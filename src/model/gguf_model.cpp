@@ -574,6 +574,10 @@ Model load_gguf_model(const fs::path& file) {
     Tensor t;
     t.dtype = f.tensor_dtype(ti);  // throws for quantized types, naming the tensor
     for (uint64_t d : ti.shape()) t.shape.push_back(int64_t(d));
+    // Every tensor of a llama model has data; an empty one has no data pointer to copy from
+    // (fuzz_gguf: a q/k tensor with 0 columns reached memcpy with a null source).
+    for (int64_t d : t.shape)
+      if (d <= 0) throw input_error(src, "tensor '" + ti.name + "' has an empty dimension (" + std::to_string(d) + ")");
     if (it->second.second) {
       // 0 rows is "whole heads" too, but it leaves no row size to permute (fuzz_gguf found it).
       if (t.shape.empty() || t.shape[0] <= 0 || t.shape[0] % head_dim != 0)
@@ -581,6 +585,13 @@ Model load_gguf_model(const fs::path& file) {
                                    " rows, not whole heads of " + std::to_string(head_dim));
       auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[ti.n_bytes]);
       rope_rows_gguf_to_hf(f.tensor_data(ti), buf.get(), t.shape[0], size_t(ti.n_bytes) / size_t(t.shape[0]), int(head_dim));
+      t.data = buf.get();
+      t.owner = buf;
+    } else if (reinterpret_cast<uintptr_t>(f.tensor_data(ti)) % 8 != 0) {
+      // general.alignment below 8 (allowed: any power of two) leaves the data misaligned for the
+      // kernels' loads; such a tensor gets an aligned copy, as misaligned safetensors data does.
+      auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[ti.n_bytes]);
+      std::memcpy(buf.get(), f.tensor_data(ti), size_t(ti.n_bytes));
       t.data = buf.get();
       t.owner = buf;
     } else {
