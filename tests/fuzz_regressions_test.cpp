@@ -158,7 +158,6 @@ TEST(FuzzRegressions, TokenizerJsonVocabIdOutOfRange) {
     expect_user_error([&] { load_hf_tokenizer_json(f); }, "is not an id in [0, 16777216)", f.filename().string());
 }
 
-// Every committed crash input of the in-memory targets must be rejected without a crash.
 // fuzz_gguf: a q/k tensor with 0 rows counts as "whole heads" (0 % head_dim == 0), and the row
 // size for the rope permutation was then n_bytes / 0: SIGFPE, or UBSan's division by zero.
 TEST(FuzzRegressions, GgufRopeTensorWithZeroRows) {
@@ -210,6 +209,7 @@ TEST(FuzzRegressions, GgufMisalignedTensorData) {
   EXPECT_GT(misaligned, 0);
 }
 
+// Every committed crash input of the in-memory targets must be rejected without a crash.
 TEST(FuzzRegressions, InMemoryParsersRejectCleanly) {
   for (auto& f : inputs("safetensors")) {
     std::string s = slurp(f);

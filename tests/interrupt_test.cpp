@@ -326,16 +326,26 @@ TEST(Interrupt, PruneKilledAtRandomPoints) {
   kill_at_random(c, 8, 1234);
 }
 
+// A short LoRA run on the first ~6000 bytes of the KJV training text (written into dir once),
+// saving a checkpoint every step; `adapter` empty for no --save-adapter.
+Command tune_command(const std::string& name, const fs::path& dir, const fs::path& out, const fs::path& ckpt,
+                     const fs::path& adapter, int max_steps) {
+  if (!fs::exists(dir / "train.txt")) {
+    std::string text = slurp(test::fixture_text("kjv.train.txt")).substr(0, 6000);
+    std::ofstream(dir / "train.txt", std::ios::binary) << text.substr(0, text.rfind('\n') + 1);
+  }
+  Command c{name,
+            {"tune", mha(), "--data", (dir / "train.txt").string(), "--out", out.string(), "--checkpoint-dir", ckpt.string(),
+             "--max-steps", std::to_string(max_steps), "--batch", "2", "--micro-batch", "2", "--cutoff-len", "32",
+             "--save-every", "1", "--lora-r", "4", "--seed", "3", "--quiet"},
+            out, adapter, ckpt};
+  if (!adapter.empty()) c.args.insert(c.args.end(), {"--save-adapter", adapter.string()});
+  return c;
+}
+
 TEST(Interrupt, TuneKilledAtRandomPointsResumes) {
   auto dir = test::temp_dir("tune");
-  std::string text = slurp(test::fixture_text("kjv.train.txt")).substr(0, 6000);
-  std::ofstream(dir / "train.txt", std::ios::binary) << text.substr(0, text.rfind('\n') + 1);
-  Command c{"tune",
-            {"tune", mha(), "--data", (dir / "train.txt").string(), "--out", (dir / "tuned").string(), "--checkpoint-dir",
-             (dir / "ckpt").string(), "--save-adapter", (dir / "adapter").string(), "--max-steps", "4", "--batch", "2",
-             "--micro-batch", "2", "--cutoff-len", "32", "--save-every", "1", "--lora-r", "4", "--seed", "3", "--quiet"},
-            dir / "tuned", dir / "adapter", dir / "ckpt"};
-  kill_at_random(c, 6, 99);
+  kill_at_random(tune_command("tune", dir, dir / "tuned", dir / "ckpt", dir / "adapter", 4), 6, 99);
 }
 
 TEST(Interrupt, ExportHfKilledAtRandomPoints) {
@@ -464,13 +474,7 @@ TEST(Interrupt, DiskFullLeavesNothingAndKeepsThePreviousOutput) {
 // temporaries, keeps the last good checkpoint, and --resume finishes from it once there is room.
 TEST(Interrupt, TuneDiskFullKeepsTheLastCheckpointAndResumes) {
   auto dir = test::temp_dir("efbig_tune");
-  std::string text = slurp(test::fixture_text("kjv.train.txt")).substr(0, 6000);
-  std::ofstream(dir / "train.txt", std::ios::binary) << text.substr(0, text.rfind('\n') + 1);
-  Command c{"tune",
-            {"tune", mha(), "--data", (dir / "train.txt").string(), "--out", (dir / "tuned").string(), "--checkpoint-dir",
-             (dir / "ckpt").string(), "--max-steps", "3", "--batch", "2", "--micro-batch", "2", "--cutoff-len", "32",
-             "--save-every", "1", "--lora-r", "4", "--seed", "3", "--quiet"},
-            dir / "tuned", {}, dir / "ckpt"};
+  Command c = tune_command("tune", dir, dir / "tuned", dir / "ckpt", {}, 3);
   Exit e = run_to_end(c, {}, dir, 1 << 20);
   EXPECT_FALSE(e.signaled);
   EXPECT_EQ(e.code, 1) << slurp(dir / "tune.stderr");
@@ -481,12 +485,7 @@ TEST(Interrupt, TuneDiskFullKeepsTheLastCheckpointAndResumes) {
   ASSERT_EQ(e.code, 0) << slurp(dir / "tune.stderr");
   EXPECT_EQ(load_error(c.out), "");
   // The same bytes as a run that never hit the limit.
-  Command ref = c;
-  ref.name = "tune_ref";
-  ref.args[5] = (dir / "ref").string();
-  ref.args[7] = (dir / "ref_ckpt").string();
-  ref.out = dir / "ref";
-  ref.ckpt = dir / "ref_ckpt";
+  Command ref = tune_command("tune_ref", dir, dir / "ref", dir / "ref_ckpt", {}, 3);
   ASSERT_EQ(run_to_end(ref, {}, dir).code, 0) << slurp(dir / "tune_ref.stderr");
   EXPECT_TRUE(output_bytes(c) == output_bytes(ref)) << "resumed output differs from an uninterrupted run";
 }

@@ -230,11 +230,8 @@ void run_eval(const EvalArgs& a) {
       o.batch = a.batch;
       o.max_windows = a.max_windows;
       for (auto& ps : ppl_specs) {
-        auto ids = tokenize_file_with_bos(*tok, ps.file);
-        if (int64_t(ids.size()) < a.seq_len)  // named here: perplexity() does not know the file
-          throw input_error(ps.file, "has " + std::to_string(ids.size()) + " tokens (BOS included), fewer than one window of --seq-len " +
-                                         std::to_string(a.seq_len));
-        PplResult res = perplexity(r, ids, o);
+        o.source = ps.file;
+        PplResult res = perplexity(r, tokenize_file_with_bos(*tok, ps.file), o);
         row.ppl.emplace_back(ps.name, res);
         out["ppl"][ps.name] = {{"file", ps.file}, {"ppl", res.ppl}, {"nll_sum", res.nll_sum},
                                {"tokens_scored", res.tokens_scored}, {"windows", res.windows},

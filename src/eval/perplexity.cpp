@@ -32,7 +32,8 @@ PplResult perplexity(Runner& r, const std::vector<int32_t>& tokens, const PplOpt
   for (int64_t s = 0; s + L <= int64_t(tokens.size()); s += stride) starts.push_back(s);
   if (opt.max_windows > 0 && int64_t(starts.size()) > opt.max_windows) starts.resize(size_t(opt.max_windows));
   if (starts.empty())
-    throw UserError("text has " + std::to_string(tokens.size()) + " tokens, fewer than one window of " + std::to_string(L));
+    throw input_error(opt.source, "has " + std::to_string(tokens.size()) + " tokens (BOS included), fewer than one window of --seq-len " +
+                                      std::to_string(L));
   auto t0 = std::chrono::steady_clock::now();
   Progress prog("perplexity", int64_t(starts.size()), "win");
   std::vector<int32_t> batch;

@@ -19,6 +19,7 @@ struct PplOptions {
   int stride = 0;      // 0 = seq_len (non-overlapping)
   int batch = 8;       // windows per forward pass
   int64_t max_windows = 0;  // 0 = all
+  std::string source = "text";  // what the tokens came from (the file), named in errors
 };
 
 struct PplResult {

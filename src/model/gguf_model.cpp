@@ -578,9 +578,9 @@ Model load_gguf_model(const fs::path& file) {
     // (fuzz_gguf: a q/k tensor with 0 columns reached memcpy with a null source).
     for (int64_t d : t.shape)
       if (d <= 0) throw input_error(src, "tensor '" + ti.name + "' has an empty dimension (" + std::to_string(d) + ")");
+    // (The first fuzz_gguf find was 0 rows here: "whole heads" by the modulo, then n_bytes / 0.)
     if (it->second.second) {
-      // 0 rows is "whole heads" too, but it leaves no row size to permute (fuzz_gguf found it).
-      if (t.shape.empty() || t.shape[0] <= 0 || t.shape[0] % head_dim != 0)
+      if (t.shape.empty() || t.shape[0] % head_dim != 0)
         throw input_error(src, "tensor '" + ti.name + "' has " + std::to_string(t.shape.empty() ? 0 : t.shape[0]) +
                                    " rows, not whole heads of " + std::to_string(head_dim));
       auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[ti.n_bytes]);
