@@ -7,10 +7,11 @@
 namespace llmprune {
 namespace {
 
-ArchDesc make_llama_like(const std::string& family, bool bias) {
+ArchDesc make_llama_like(const std::string& family, bool bias, const std::string& hf_remote_classes) {
   ArchDesc a;
   a.family = family;
   a.qkv_bias_expected = bias;
+  a.hf_remote_classes = hf_remote_classes;
   a.layer = {{
       {"attn_norm", "model.layers.%d.input_layernorm.weight", Space::Hidden, Space::None, false, true, false, "blk.%d.attn_norm"},
       {"q", "model.layers.%d.self_attn.q_proj.weight", Space::QHeads, Space::Hidden, false, false, false, "blk.%d.attn_q"},
@@ -36,9 +37,9 @@ ArchDesc make_llama_like(const std::string& family, bool bias) {
 }  // namespace
 
 const ArchDesc& arch_for_model_type(const std::string& model_type, const std::string& config_file) {
-  static const ArchDesc llama = make_llama_like("llama", false);
-  static const ArchDesc mistral = make_llama_like("mistral", false);
-  static const ArchDesc qwen2 = make_llama_like("qwen2", true);
+  static const ArchDesc llama = make_llama_like("llama", false, "Llama");
+  static const ArchDesc mistral = make_llama_like("mistral", false, "Mistral");
+  static const ArchDesc qwen2 = make_llama_like("qwen2", true, "Qwen2");
   if (model_type == "llama") return llama;
   if (model_type == "mistral") return mistral;
   if (model_type == "qwen2") return qwen2;

@@ -35,6 +35,10 @@ struct ArchDesc {
   std::array<RoleDesc, kNumLayerRoles> layer;
   std::array<RoleDesc, kNumGlobalRoles> global;
   bool qkv_bias_expected;                // the family ships q/k/v biases
+  // Class-name stem of the transformers remote code written beside ragged models
+  // (model/hf_code.h: "Llama" -> modeling_llmprune.LlmpruneLlamaForCausalLM); "" = none exists,
+  // a ragged model of the family then loads in llmprune and llama.cpp only.
+  std::string hf_remote_classes;
 };
 
 // The table for a config.json model_type; throws UserError for unknown ones.

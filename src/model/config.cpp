@@ -124,8 +124,10 @@ json ModelConfig::to_json() const {
     j["num_key_value_heads"] = l0.n_kv_head;
     j["intermediate_size"] = l0.d_ff;
     if (!uniform()) {
-      // HF transformers assumes equal layers; ragged models record each layer's sizes here
-      // (llmprune reads sizes from the tensor shapes; this list is for people and other tools).
+      // HF transformers assumes equal layers; ragged models record each layer's sizes here.
+      // llmprune reads sizes from the tensor shapes; the transformers remote code
+      // (model/hf_code/modeling_llmprune.py) builds each layer from its entry. 0 heads / 0
+      // intermediate_size mean that sub-block is removed (no tensors, its norm included).
       json arr = json::array();
       for (auto& l : layers)
         arr.push_back({{"num_attention_heads", l.n_head}, {"num_key_value_heads", l.n_kv_head}, {"intermediate_size", l.d_ff}});
@@ -140,7 +142,8 @@ json ModelConfig::to_json() const {
       j["num_key_value_heads"] = max_kv;
       j["intermediate_size"] = max_ff;
       j["llmprune_ragged_note"] =
-          "layers differ in size (see llmprune_layers); HF transformers needs per-layer modules to load this model";
+          "layers differ in size (see llmprune_layers): transformers loads this model with trust_remote_code=True "
+          "through the modeling_llmprune.py written beside it (llama, mistral, qwen2)";
     }
   }
   return j;

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "io/safetensors.h"
+#include "model/hf_code.h"
 
 namespace fs = std::filesystem;
 
@@ -202,6 +203,8 @@ void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs
   w.write(dir / "model.safetensors");
   nlohmann::json cfg = m.cfg.to_json();
   cfg["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
+  // Ragged models: the Python that builds per-layer sizes in transformers, named by auto_map.
+  if (set_hf_auto_map(cfg, m.cfg, *m.arch)) write_hf_code_files(dir);
   atomic_write_file(dir / "config.json", cfg.dump(2) + "\n");
   nlohmann::json gen = {{"bos_token_id", m.cfg.bos_id}, {"eos_token_id", m.cfg.eos_id}};
   if (!source_dir.empty() && fs::exists(source_dir / "generation_config.json")) {
