@@ -13,8 +13,12 @@
 #include "core/fs.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
+#include "importance/activation_stats.h"
+#include "importance/flap.h"
 #include "importance/importance.h"
+#include "prune/allocation.h"
 #include "prune/budget.h"
+#include "prune/compensate.h"
 #include "prune/plan.h"
 #include "prune/surgery.h"
 #include "report/report.h"
@@ -38,6 +42,10 @@ struct PruneArgs {
   int calib_samples = 10, calib_seq_len = 64;
   uint64_t seed = 0;
   std::string max_memory, activations = "auto";
+  // Activation statistics (FLAP scores, compensation): their own, larger calibration set.
+  std::string flap_metric = "wifv", allocation = "uniform", layer_ratios, compensate = "none";
+  double min_ratio = std::nan(""), damping = 0.01;
+  int stat_samples = 1024, stat_seq_len = 128;
 };
 
 json unit_json(const Group& g, double score) {
@@ -63,7 +71,34 @@ void run_prune(const PruneArgs& a) {
   if (a.calib_sampling != "random" && a.calib_sampling != "sequential")
     throw UserError("--calib-sampling must be random or sequential");
   ImportanceOptions io;
-  io.criterion = parse_criterion(a.importance, a.taylor);
+  const bool flap = a.importance == "flap";  // activation statistics, no gradients
+  // flap: no gradient pass (the memory estimate counts it as a magnitude criterion).
+  io.criterion = flap ? Criterion::L1 : parse_criterion(a.importance, a.taylor);
+  const bool grads = !flap && needs_gradients(io.criterion);
+  const std::string criterion = flap ? "flap-" + a.flap_metric : criterion_name(io.criterion);
+  const FlapMetric flap_metric = parse_flap_metric(a.flap_metric);
+  const Compensation compensation = parse_compensation(a.compensate);
+  AllocationOptions alloc;
+  alloc.allocation = parse_allocation(a.allocation);
+  if (!(a.damping > 0)) throw UserError("--damping must be > 0");
+  if (a.stat_samples <= 0) throw UserError("--stat-samples must be positive");
+  if (a.stat_seq_len < 2) throw UserError("--stat-seq-len must be at least 2");
+  if (!std::isnan(a.min_ratio)) check_ratio(a.min_ratio, "--min-ratio");
+  const bool needs_stats = flap || compensation != Compensation::None;
+  if (needs_stats && a.strategy != "block")
+    throw UserError("--importance flap and --compensate work on heads and MLP channels: use --strategy block");
+  if (alloc.allocation == Allocation::Adaptive && !flap)
+    throw UserError("--allocation adaptive needs --importance flap (it compares standardized activation scores)");
+  if ((alloc.allocation == Allocation::Adaptive || compensation != Compensation::None) && a.iterative_steps != 1)
+    throw UserError("--allocation adaptive and --compensate take --iterative-steps 1");
+  if (alloc.allocation != Allocation::Uniform && !a.layer_ratios.empty())
+    throw UserError("--layer-ratios sets the per-layer ratios itself: leave --allocation uniform");
+  if (alloc.allocation != Allocation::Uniform && (!std::isnan(a.attn_ratio) || !std::isnan(a.mlp_ratio)))
+    throw UserError("--allocation " + a.allocation + " takes one --ratio (not --attn-ratio / --mlp-ratio)");
+  if (compensation_has_bias(compensation))
+    throw UserError("--compensate " + a.compensate +
+                    " needs o_proj/down_proj biases in the saved LLaMA model, which this build cannot write yet; use "
+                    "--compensate lstsq");
   io.reduction = parse_reduction(a.reduction);
   io.seed = a.seed;
   PlanOptions po;
@@ -79,6 +114,8 @@ void run_prune(const PruneArgs& a) {
   po.channel_ratio = base;
   po.layer_ratio = base;
   po.drop_layers = a.drop_layers;
+  alloc.ratio = base;
+  alloc.min_ratio = std::isnan(a.min_ratio) ? -1 : a.min_ratio;
   if (po.strategy == Strategy::Block && po.attn_ratio == 0 && po.mlp_ratio == 0)
     throw UserError("nothing to prune: give --ratio (or --attn-ratio / --mlp-ratio)");
   if (po.strategy != Strategy::Block && base == 0 && a.drop_layers < 0) throw UserError("nothing to prune: give --ratio");
@@ -95,11 +132,12 @@ void run_prune(const PruneArgs& a) {
   po.attn_layers = parse_layer_range(a.attn_layers, "--attn-layers", L);
   po.mlp_layers = parse_layer_range(a.mlp_layers, "--mlp-layers", L);
   po.block_layers = parse_layer_range(a.layers, "--layers", L);
+  if (!a.layer_ratios.empty()) alloc.layer_ratios = parse_layer_ratios(a.layer_ratios, L);
   if (fs::exists(a.out) && !a.force) throw UserError(a.out + ": output already exists (use --force to replace it)");
 
   // Calibration windows (only the gradient criteria read them).
   std::vector<int32_t> calib;
-  if (needs_gradients(io.criterion)) {
+  if (grads) {
     if (a.calib.empty()) throw UserError("--importance taylor needs --calib FILE (calibration text)");
     if (a.calib_seq_len > original.cfg.max_pos)
       throw UserError("--calib-seq-len " + std::to_string(a.calib_seq_len) + " exceeds the model's context of " + std::to_string(original.cfg.max_pos));
@@ -114,7 +152,31 @@ void run_prune(const PruneArgs& a) {
     calib = calibration_windows(stream, co, a.calib);
   }
 
-  KeepTargets targets = plan_keep_targets(original, po);
+  // Statistics windows (FLAP scores, compensation): --stat-samples x --stat-seq-len.
+  std::vector<int32_t> stat_tokens;
+  if (needs_stats) {
+    if (a.calib.empty())
+      throw UserError(std::string(flap ? "--importance flap" : "--compensate") + " needs --calib FILE (calibration text)");
+    if (a.stat_seq_len > original.cfg.max_pos)
+      throw UserError("--stat-seq-len " + std::to_string(a.stat_seq_len) + " exceeds the model's context of " +
+                      std::to_string(original.cfg.max_pos));
+    auto tok = load_tokenizer(model_dir_of(a.model));
+    auto stream = tokenize_file_with_bos(*tok, a.calib);
+    if (int64_t(stream.size()) < int64_t(a.stat_samples) * a.stat_seq_len)
+      throw input_error(a.calib, "has " + std::to_string(stream.size()) + " tokens, fewer than --stat-samples x --stat-seq-len = " +
+                                     std::to_string(int64_t(a.stat_samples) * a.stat_seq_len));
+    CalibOptions co;
+    co.samples = a.stat_samples;
+    co.seq_len = a.stat_seq_len;
+    co.random = a.calib_sampling == "random";
+    co.seed = a.seed;
+    stat_tokens = calibration_windows(stream, co, a.calib);
+  }
+
+  std::vector<double> layer_ratio_plan;  // the per-layer ratios of log-increasing / --layer-ratios
+  KeepTargets targets;
+  if (alloc.allocation != Allocation::Adaptive) targets = allocation_keep_targets(original, po, alloc, {}, nullptr, &layer_ratio_plan);
+  double stats_seconds = 0;
   Model current = original;
   json removed = json::array(), importance_dump = json::array();
   double calib_loss = 0;
@@ -154,15 +216,26 @@ void run_prune(const PruneArgs& a) {
       shape.keep_activations = true;
       MemoryEstimate keep = estimate_prune_memory(current, shape);
       const bool fits = keep.total <= (budget > 0 ? budget : 0.5 * physical_memory_bytes());
-      if (needs_gradients(io.criterion) && (a.activations == "keep" || (a.activations == "auto" && fits))) {
+      if (grads && (a.activations == "keep" || (a.activations == "auto" && fits))) {
         check(keep);
         io.keep_activations = true;
         mem = keep;
       }
     }
-    ImportanceResult imp = estimate_importance(current, groups, io, calib, a.calib_samples, a.calib_seq_len);
+    ImportanceResult imp;
+    if (flap) {
+      auto ts = std::chrono::steady_clock::now();
+      auto stats = collect_activation_stats(current, stat_tokens, a.stat_samples, a.stat_seq_len);
+      FlapScores fs = flap_scores(current, groups, stats, flap_metric);
+      imp.scores = fs.raw;
+      imp.seconds = since(ts);
+      stats_seconds += imp.seconds;
+      if (alloc.allocation == Allocation::Adaptive) targets = allocation_keep_targets(current, po, alloc, groups, &fs.standardized);
+    } else {
+      imp = estimate_importance(current, groups, io, calib, a.calib_samples, a.calib_seq_len);
+    }
     importance_seconds += imp.seconds;
-    if (needs_gradients(io.criterion)) grad_flops += gradient_flops(current, a.calib_samples, a.calib_seq_len, global_grads, layer_grads, io.keep_activations);
+    if (grads) grad_flops += gradient_flops(current, a.calib_samples, a.calib_seq_len, global_grads, layer_grads, io.keep_activations);
     if (step == 1) calib_loss = imp.calib_loss;
     for (size_t i = 0; i < groups.size(); i++) {
       Group g = groups[i];
@@ -208,7 +281,27 @@ void run_prune(const PruneArgs& a) {
   // Save atomically: temp dir, then rename. The last step's surgery streams into the writer.
   auto t_save = std::chrono::steady_clock::now();
   AtomicDir out(a.out, a.force);
-  if (!final_chosen.empty()) {
+  json compensation_json;
+  double compensation_seconds = 0;
+  if (compensation != Compensation::None && !final_chosen.empty()) {
+    // The refit needs the pruned layers in memory (remove_groups), not the streaming surgery.
+    CompensationOptions co;
+    co.mode = compensation;
+    co.damping = a.damping;
+    CompensatedModel cm = compensate_pruned(current, final_chosen, stat_tokens, a.stat_samples, a.stat_seq_len, co);
+    compensation_seconds = cm.seconds;
+    compensation_json = json::array();
+    for (size_t l = 0; l < cm.layers.size(); l++) {
+      json row = {{"layer", layer_ids[l]}};
+      for (auto [name, f] : {std::pair{"o_proj", &cm.layers[l].o}, std::pair{"down_proj", &cm.layers[l].down}})
+        if (f->pruned)
+          row[name] = {{"rel_error_plain", f->energy > 0 ? f->err_plain / f->energy : 0.0},
+                       {"rel_error_compensated", f->energy > 0 ? f->err_refit / f->energy : 0.0}};
+      compensation_json.push_back(row);
+    }
+    save_model_files(cm.model, out.path(), current.storage_dtype(), model_dir_of(a.model));
+    current = Model::load_unfinished(out.path());
+  } else if (!final_chosen.empty()) {
     save_pruned(current, final_chosen, out.path(), current.storage_dtype(), model_dir_of(a.model));
     current = Model::load_unfinished(out.path());  // the result, mapped (for the figures below)
   } else {
@@ -220,13 +313,21 @@ void run_prune(const PruneArgs& a) {
   json pj;
   pj["llmprune_version"] = LLMPRUNE_VERSION;
   pj["source_model"] = a.model;
-  pj["settings"] = {{"strategy", a.strategy}, {"importance", a.importance}, {"taylor", a.taylor}, {"criterion", criterion_name(io.criterion)},
+  pj["settings"] = {{"strategy", a.strategy}, {"importance", a.importance}, {"taylor", a.taylor}, {"criterion", criterion},
                     {"group_reduction", a.reduction}, {"attn_ratio", po.attn_ratio}, {"mlp_ratio", po.mlp_ratio},
                     {"ratio", base}, {"attn_layers", a.attn_layers.empty() ? "0:" + std::to_string(L) : a.attn_layers},
                     {"mlp_layers", a.mlp_layers.empty() ? "0:" + std::to_string(L) : a.mlp_layers}, {"global", a.global},
                     {"iterative_steps", a.iterative_steps}, {"round_to", a.round_to}, {"gqa_unit", a.gqa_unit},
                     {"calib", a.calib}, {"calib_samples", a.calib_samples}, {"calib_seq_len", a.calib_seq_len},
-                    {"calib_sampling", a.calib_sampling}, {"seed", a.seed}};
+                    {"calib_sampling", a.calib_sampling}, {"seed", a.seed}, {"allocation", a.allocation},
+                    {"compensate", a.compensate}};
+  if (flap) pj["settings"]["flap_metric"] = a.flap_metric;
+  if (needs_stats) {
+    pj["settings"]["stat_samples"] = a.stat_samples;
+    pj["settings"]["stat_seq_len"] = a.stat_seq_len;
+  }
+  if (compensation_has_lstsq(compensation)) pj["settings"]["damping"] = a.damping;
+  if (!layer_ratio_plan.empty()) pj["settings"]["layer_ratios"] = layer_ratio_plan;
   pj["removed"] = removed;
   json layers = json::array();
   for (int l = 0; l < L; l++) {
@@ -244,6 +345,9 @@ void run_prune(const PruneArgs& a) {
       row["kv_heads_after"] = c.n_kv_head;
       row["mlp_after"] = c.d_ff;
     }
+    // The ratio each layer got (adaptive / log-increasing allocations differ per layer).
+    row["attn_ratio"] = 1.0 - row["heads_after"].get<double>() / double(b.n_head);
+    row["mlp_ratio"] = 1.0 - row["mlp_after"].get<double>() / double(b.d_ff);
     layers.push_back(row);
   }
   pj["layers"] = layers;
@@ -263,6 +367,11 @@ void run_prune(const PruneArgs& a) {
   pj["load_seconds"] = load_seconds;
   pj["importance_seconds"] = importance_seconds;
   pj["save_seconds"] = save_seconds;
+  if (flap) pj["statistics_seconds"] = stats_seconds;
+  if (!compensation_json.is_null()) {
+    pj["compensation"] = compensation_json;
+    pj["compensation_seconds"] = compensation_seconds;
+  }
   if (grad_flops > 0) {
     pj["gradient_flops"] = grad_flops;
     pj["gradient_gflops_per_s"] = importance_seconds > 0 ? grad_flops / importance_seconds / 1e9 : 0.0;
@@ -279,7 +388,7 @@ void run_prune(const PruneArgs& a) {
     return;
   }
   std::printf("pruned %s -> %s (%s, %s, reduction %s)\n", a.model.c_str(), a.out.c_str(), a.strategy.c_str(),
-              criterion_name(io.criterion).c_str(), a.reduction.c_str());
+              criterion.c_str(), a.reduction.c_str());
   std::printf("\n layer  heads        kv_heads     mlp_width\n");
   for (auto& row : layers) {
     std::printf(" %5d  %3d -> %-4d  %3d -> %-4d  %5d -> %-5d%s\n", row["layer"].get<int>(), row["heads_before"].get<int>(),
@@ -311,7 +420,17 @@ void register_prune(CLI::App& app) {
   cmd->add_option("--mlp-layers", a->mlp_layers, "layers whose MLP channels are pruned, A:B (default all)");
   cmd->add_option("--layers", a->layers, "layer strategy: candidate layers A:B (default all)");
   cmd->add_option("--drop-layers", a->drop_layers, "layer strategy: number of blocks to remove (instead of --ratio)");
-  cmd->add_option("--importance", a->importance, "random | l1 | l2 | taylor")->capture_default_str();
+  cmd->add_option("--importance", a->importance, "random | l1 | l2 | taylor | flap (activation statistics, no gradients)")->capture_default_str();
+  cmd->add_option("--flap-metric", a->flap_metric, "flap: wifv (Var(x_j)·|W[:,j]|²) | ifv (Var(x_j)) | wifn (mean|W[:,j]|·rms(x_j))")->capture_default_str();
+  cmd->add_option("--allocation", a->allocation,
+                  "per-layer ratios: uniform | global (rank across layers) | adaptive (flap: one threshold on standardized "
+                  "scores, weighed by parameters) | log-increasing (SlimGPT)")->capture_default_str();
+  cmd->add_option("--layer-ratios", a->layer_ratios, "one ratio per layer, comma-separated (instead of --ratio per layer)");
+  cmd->add_option("--min-ratio", a->min_ratio, "log-increasing: the first layer's ratio (default 0.3 x --ratio)");
+  cmd->add_option("--compensate", a->compensate, "refit o_proj/down_proj after pruning: none | bias | lstsq | bias+lstsq")->capture_default_str();
+  cmd->add_option("--damping", a->damping, "lstsq: damping relative to the mean diagonal of the Gram matrix")->capture_default_str();
+  cmd->add_option("--stat-samples", a->stat_samples, "calibration windows of the activation statistics (flap, --compensate)")->capture_default_str();
+  cmd->add_option("--stat-seq-len", a->stat_seq_len, "tokens per statistics window")->capture_default_str();
   cmd->add_option("--taylor", a->taylor, "vector | element1 | element2 | fisher")->capture_default_str();
   cmd->add_option("--group-reduction", a->reduction, "sum | mean | max | prod | first | last")->capture_default_str();
   cmd->add_flag("--global", a->global, "rank each kind across the targeted layers instead of per layer");

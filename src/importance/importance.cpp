@@ -22,7 +22,7 @@ Criterion parse_criterion(const std::string& imp, const std::string& taylor) {
     if (taylor == "fisher") return Criterion::Fisher;
     throw UserError("--taylor '" + taylor + "' is not one of vector, element1, element2, fisher");
   }
-  throw UserError("--importance '" + imp + "' is not one of random, l1, l2, taylor");
+  throw UserError("--importance '" + imp + "' is not one of random, l1, l2, taylor, flap");
 }
 
 Reduction parse_reduction(const std::string& s) {

@@ -70,7 +70,8 @@ int KeepTargets::get(long key, const std::vector<std::pair<long, int>>& v) const
   return -1;
 }
 
-static long key_of(UnitKind k, int layer) { return long(k) * 1000000L + layer; }
+long keep_target_key(UnitKind k, int layer) { return long(k) * 1000000L + layer; }
+static long key_of(UnitKind k, int layer) { return keep_target_key(k, layer); }
 
 KeepTargets plan_keep_targets(const Model& m, const PlanOptions& o) {
   KeepTargets t;

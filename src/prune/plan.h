@@ -44,6 +44,7 @@ struct KeepTargets {
   int get(long key, const std::vector<std::pair<long, int>>& v) const;
 };
 KeepTargets plan_keep_targets(const Model& original, const PlanOptions& o);
+long keep_target_key(UnitKind k, int layer);  // the key above
 
 // Chooses the groups to remove at step `step` of `steps` (1-based) so that each (kind, layer)
 // reaches start - (start - keep) * step / steps units. groups/scores: targeted groups of the
