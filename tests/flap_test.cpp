@@ -314,3 +314,57 @@ TEST(Compensation, PipelineLowersEveryPrunedModulesError) {
 
 }  // namespace
 }  // namespace llmprune
+
+namespace llmprune {
+namespace {
+
+TEST(FlapCli, AdaptiveWithLeastSquaresEndToEndAndErrors) {
+  const std::string model = test::fixture_model("kjv-llama-gqa-tied").string();
+  const std::string text = test::fixture_text("kjv.valid.txt").string();
+  auto out = test::temp_dir("out");
+  const std::string base = "prune " + model + " --out " + (out / "m").string() + " --importance flap --calib " + text + " ";
+  auto r = test::run_cli(base + "--stat-samples 8 --stat-seq-len 64 --allocation adaptive --ratio 0.3 --compensate lstsq --damping 0.05 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto pj = nlohmann::json::parse(r.out);
+  EXPECT_EQ(pj["settings"]["allocation"], "adaptive");
+  EXPECT_EQ(pj["settings"]["compensate"], "lstsq");
+  EXPECT_EQ(pj["settings"]["damping"], 0.05);
+  EXPECT_EQ(pj["settings"]["stat_samples"], 8);
+  ASSERT_EQ(pj["compensation"].size(), 6u);
+  bool refitted = false;
+  for (const auto& row : pj["compensation"])
+    for (const char* mod : {"o_proj", "down_proj"})
+      if (row.contains(mod)) {
+        refitted = true;
+        EXPECT_LT(row[mod]["rel_error_compensated"].get<double>(), row[mod]["rel_error_plain"].get<double>());
+      }
+  EXPECT_TRUE(refitted);
+  double removed_fraction = 0;
+  for (const auto& row : pj["layers"]) removed_fraction += row["mlp_ratio"].get<double>();
+  EXPECT_GT(removed_fraction, 0);
+  Model pruned = Model::load(out / "m");  // loads: a standard HF directory
+  EXPECT_EQ(pruned.n_params(), pj["params_after"].get<int64_t>());
+
+  // One-line errors for bad values.
+  auto err = [&](const std::string& extra, const std::string& want) {
+    auto e = test::run_cli(base + extra + (extra.find("--stat-samples") == std::string::npos ? " --stat-samples 8" : "") +
+                           " --force");
+    EXPECT_EQ(e.exit_code, 2) << extra;
+    EXPECT_NE(e.err.find(want), std::string::npos) << extra << ": " << e.err;
+    EXPECT_EQ(std::count(e.err.begin(), e.err.end(), '\n'), 1) << e.err;
+  };
+  err("--ratio 1.2", "--ratio must be in [0, 1)");
+  err("--ratio 0.2 --compensate lstsq --damping 0", "--damping must be > 0");
+  err("--ratio 0.2 --stat-samples 100000", "fewer than --stat-samples x --stat-seq-len");
+  err("--ratio 0.2 --flap-metric foo", "--flap-metric 'foo' is not one of wifv, ifv, wifn");
+  err("--ratio 0.2 --allocation foo", "--allocation 'foo' is not one of");
+  err("--ratio 0.2 --layer-ratios 0.1,0.2", "--layer-ratios has 2 values; the model has 6 layers");
+  err("--ratio 0.2 --strategy channel", "use --strategy block");
+  auto taylor = test::run_cli("prune " + model + " --out " + (out / "t").string() + " --calib " + text +
+                              " --ratio 0.2 --allocation adaptive");
+  EXPECT_EQ(taylor.exit_code, 2);
+  EXPECT_NE(taylor.err.find("--allocation adaptive needs --importance flap"), std::string::npos) << taylor.err;
+}
+
+}  // namespace
+}  // namespace llmprune
