@@ -43,7 +43,7 @@ struct PruneArgs {
   uint64_t seed = 0;
   std::string max_memory, activations = "auto";
   // Activation statistics (FLAP scores, compensation): their own, larger calibration set.
-  std::string flap_metric = "wifv", allocation = "uniform", layer_ratios, compensate = "none";
+  std::string flap_metric = "wifv", allocation = "uniform", layer_ratios, compensate = "none", stat_calib;
   double min_ratio = std::nan(""), damping = 0.01;
   int stat_samples = 1024, stat_seq_len = 128;
 };
@@ -155,22 +155,23 @@ void run_prune(const PruneArgs& a) {
   // Statistics windows (FLAP scores, compensation): --stat-samples x --stat-seq-len.
   std::vector<int32_t> stat_tokens;
   if (needs_stats) {
-    if (a.calib.empty())
+    const std::string& stat_file = a.stat_calib.empty() ? a.calib : a.stat_calib;
+    if (stat_file.empty())
       throw UserError(std::string(flap ? "--importance flap" : "--compensate") + " needs --calib FILE (calibration text)");
     if (a.stat_seq_len > original.cfg.max_pos)
       throw UserError("--stat-seq-len " + std::to_string(a.stat_seq_len) + " exceeds the model's context of " +
                       std::to_string(original.cfg.max_pos));
     auto tok = load_tokenizer(model_dir_of(a.model));
-    auto stream = tokenize_file_with_bos(*tok, a.calib);
+    auto stream = tokenize_file_with_bos(*tok, stat_file);
     if (int64_t(stream.size()) < int64_t(a.stat_samples) * a.stat_seq_len)
-      throw input_error(a.calib, "has " + std::to_string(stream.size()) + " tokens, fewer than --stat-samples x --stat-seq-len = " +
+      throw input_error(stat_file, "has " + std::to_string(stream.size()) + " tokens, fewer than --stat-samples x --stat-seq-len = " +
                                      std::to_string(int64_t(a.stat_samples) * a.stat_seq_len));
     CalibOptions co;
     co.samples = a.stat_samples;
     co.seq_len = a.stat_seq_len;
     co.random = a.calib_sampling == "random";
     co.seed = a.seed;
-    stat_tokens = calibration_windows(stream, co, a.calib);
+    stat_tokens = calibration_windows(stream, co, stat_file);
   }
 
   std::vector<double> layer_ratio_plan;  // the per-layer ratios of log-increasing / --layer-ratios
@@ -323,6 +324,7 @@ void run_prune(const PruneArgs& a) {
                     {"compensate", a.compensate}};
   if (flap) pj["settings"]["flap_metric"] = a.flap_metric;
   if (needs_stats) {
+    pj["settings"]["stat_calib"] = a.stat_calib.empty() ? a.calib : a.stat_calib;
     pj["settings"]["stat_samples"] = a.stat_samples;
     pj["settings"]["stat_seq_len"] = a.stat_seq_len;
   }
@@ -431,6 +433,7 @@ void register_prune(CLI::App& app) {
   cmd->add_option("--damping", a->damping, "lstsq: damping relative to the mean diagonal of the Gram matrix")->capture_default_str();
   cmd->add_option("--stat-samples", a->stat_samples, "calibration windows of the activation statistics (flap, --compensate)")->capture_default_str();
   cmd->add_option("--stat-seq-len", a->stat_seq_len, "tokens per statistics window")->capture_default_str();
+  cmd->add_option("--stat-calib", a->stat_calib, "text of the statistics windows (default: --calib)");
   cmd->add_option("--taylor", a->taylor, "vector | element1 | element2 | fisher")->capture_default_str();
   cmd->add_option("--group-reduction", a->reduction, "sum | mean | max | prod | first | last")->capture_default_str();
   cmd->add_flag("--global", a->global, "rank each kind across the targeted layers instead of per layer");
