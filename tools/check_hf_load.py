@@ -14,7 +14,8 @@ What it does, printing each result and the versions used:
  3. Perplexity NLL sum over the first --windows windows of --text (BOS once + whole text,
     non-overlapping windows of --seq-len, llmprune's convention) against the nll_sum that
     `llmprune eval DIR --ppl FILE --seq-len N --max-windows W --json` prints: llmprune's own forward.
- 4. PEFT: get_peft_model with LoRA on q,k,v,o,gate,up,down_proj (the targets llmprune's tune
+ 4. Greedy generate() with the KV cache against recomputing the prefix without a cache.
+ 5. PEFT: get_peft_model with LoRA on q,k,v,o,gate,up,down_proj (the targets llmprune's tune
     uses), one AdamW step on a window; the loss must be finite and the LoRA weights must move.
 Exit status 0 only when every check that ran passed; a check that could not run says SKIPPED.
 """
@@ -139,6 +140,17 @@ def main():
     ref = shape_driven_forward(load_weights(args.model_dir), cfg_json, ids)
     diff = float((logits - ref).abs().max())
     check("logits vs shape-driven reference", diff <= args.logit_tol, f"max |diff| {diff:.3g} over {tuple(logits.shape)}")
+
+    # The KV cache path (per-layer KV head counts, removed attention): greedy generate() with the
+    # cache must pick the tokens that recomputing the whole prefix without a cache picks.
+    with torch.no_grad():
+        prompt = ids[:1, :16]
+        cached = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
+                                use_cache=True, pad_token_id=cfg_json.get("eos_token_id", 2))
+        seq = prompt
+        for _ in range(8):
+            seq = torch.cat([seq, model(seq, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    check("generate with KV cache vs recomputation", torch.equal(cached, seq), f"8 greedy tokens {cached[0, 16:].tolist()}")
 
     if os.path.exists(args.llmprune):
         out = subprocess.run([args.llmprune, "eval", args.model_dir, "--ppl", args.text, "--seq-len", str(args.seq_len),

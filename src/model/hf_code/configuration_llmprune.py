@@ -6,7 +6,7 @@
 # layer's attention is removed, intermediate_size 0 = its MLP is removed) is kept by
 # PretrainedConfig as an extra attribute and read by modeling_llmprune.py. The subclasses exist
 # so that config.json's auto_map names a config class that belongs to modeling_llmprune's models.
-# API checked against transformers 4.45-4.57 (see modeling_llmprune.py and llmprune's docs/export.md).
+# Targets transformers >= 4.45 (Qwen2: >= 4.48); what was checked and run: llmprune's docs/export.md.
 from transformers.models.llama.configuration_llama import LlamaConfig
 from transformers.models.mistral.configuration_mistral import MistralConfig
 from transformers.models.qwen2.configuration_qwen2 import Qwen2Config

@@ -9,11 +9,12 @@
 # its attention and input norm are replaced by no-ops, so the residual passes through; the same
 # for intermediate_size 0 (or "skip": ["mlp"]) and the MLP with its norm.
 #
-# Checked against transformers' source for 4.45-4.57: the decoder layers read their sizes from
-# the config they are built with (LlamaAttention reads config.head_dim since 4.45, Qwen2Attention
-# since 4.48), LlamaModel.__init__ builds config.num_hidden_layers layers, attention returns
-# (output, weights, cache) before the 4.48 attention refactor and (output, weights) after it.
-# What was run, and where, is in llmprune's docs/export.md.
+# Targets transformers >= 4.45 (Qwen2: >= 4.48). It relies on: decoder layers read their sizes
+# from the config they are built with (LlamaAttention reads config.head_dim since 4.45,
+# Qwen2Attention since the 4.48 attention refactor), XModel.__init__ builds
+# config.num_hidden_layers layers, attention returns (output, weights, cache) before that
+# refactor and (output, weights) after it. Which sources were read and what was run: llmprune's
+# docs/export.md.
 import contextlib
 
 import torch
