@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "model/model.h"
@@ -24,6 +26,14 @@ inline double sgemm_gflops(int M, int N, int K, int reps = 5) {
     best = std::min(best, now_s() - t0);
   }
   return 2.0 * M * N * K / best / 1e9;
+}
+
+// "1.23 0.98 0.77": the machine's load averages (it is shared; print them beside timings).
+inline std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
 }
 
 // FLOPs of a forward pass over B sequences of T tokens (matmuls + attention as computed:

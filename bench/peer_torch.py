@@ -15,6 +15,11 @@ param_mix loop). Both use the same calibration windows (sequential, 10 x 64 toke
 training text, llama2 tokenizer) and score the same units (KV groups and MLP channels of the
 targeted layers, member scores summed), so the scores are compared too.
 
+With --minimal the peer is the least a PyTorch user would write: plain `loss.backward()` and the
+elementwise salience |w * g| of the targeted layers' weights, no group reductions in Python (no
+scores to compare then); the figure of merit is our whole prune against that gradient pass alone.
+--compute passes `--compute fp32|bf16` to ours.
+
 Each side runs in its own process; time is wall clock, memory the process's peak RSS (VmHWM).
 """
 
@@ -108,6 +113,17 @@ def peer(args):
     loss = causal_lm_loss(forward(P, cfg, ids), ids)
     loss.backward()
     calib_loss = float(loss)
+    if args.minimal:
+        # Elementwise salience of the targeted layers' weights; nothing reduced.
+        with torch.no_grad():
+            sal = [(w * w.grad).abs() for name, w in P.items()
+                   if name.startswith("model.layers.") and int(name.split(".")[2]) in parse_range(args.layers, cfg.n_layers)
+                   and w.dim() == 2]
+        t_imp = time.time() - t1
+        del sal
+        print(json.dumps({"load_seconds": t_load, "importance_seconds": t_imp, "seconds": time.time() - t0,
+                          "peak_rss_bytes": vmhwm(), "calib_loss": calib_loss, "threads": torch.get_num_threads()}))
+        return
 
     # Member salience summed over each unit's slices, summed over the group's members.
     layers = parse_range(args.layers, cfg.n_layers)
@@ -190,6 +206,8 @@ def main():
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--keep", action="store_true", help="keep the model directory")
+    ap.add_argument("--minimal", action="store_true", help="peer: plain loss.backward() + elementwise |w*g| only")
+    ap.add_argument("--compute", default="fp32", choices=["fp32", "bf16"], help="ours: --compute")
     ap.add_argument("--peer-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--calib", default=CALIB_TEXT, help=argparse.SUPPRESS)
@@ -212,7 +230,8 @@ def main():
     cmd = [os.path.join(args.build, "llmprune"), "prune", model, "--out", out, "--force", "--strategy", "block",
            "--importance", "taylor", "--taylor", args.taylor, "--calib", args.calib, "--calib-samples", str(args.samples),
            "--calib-seq-len", str(args.seq_len), "--calib-sampling", "sequential", "--attn-layers", args.layers,
-           "--mlp-layers", args.layers, "--ratio", "0.25", "--save-importance", ours_scores, "--json"]
+           "--mlp-layers", args.layers, "--ratio", "0.25", "--save-importance", ours_scores, "--json",
+           "--compute", args.compute]
     print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
     o_wall, o_rss, o_out = time_v(cmd)
     pj = json.loads(o_out)
@@ -221,19 +240,34 @@ def main():
     peer_scores = os.path.join(args.work, "peer-importance.json")
     cmd = [sys.executable, os.path.abspath(__file__), "--peer-only", "--model", model, "--calib", args.calib,
            "--scores-out", peer_scores, "--taylor", args.taylor, "--layers", args.layers, "--samples", str(args.samples),
-           "--seq-len", str(args.seq_len)]
+           "--seq-len", str(args.seq_len)] + (["--minimal"] if args.minimal else [])
     print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
     p_wall, p_rss, p_out = time_v(cmd)
     pp = json.loads(p_out.strip().splitlines()[-1])
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
 
-    n_cmp, n_ours, worst, same, total = compare(ours_scores, peer_scores)
     gb = 1 << 30
+    if args.minimal:
+        print(f"\n1B-class model (hidden 2048, 22 layers, GQA 32/4, MLP 5632, vocab 32000), taylor {args.taylor}, "
+              f"{args.samples} x {args.seq_len} tokens, layers {args.layers}, {os.cpu_count()} cores, "
+              f"load average {' '.join(load_before)} before / {' '.join(load_after)} after")
+        print(f"llmprune prune --compute {args.compute}, whole run: {o_wall:.1f}s wall "
+              f"(importance {pj['importance_seconds']:.1f}s), peak RSS {o_rss / gb:.2f} GiB")
+        print(f"minimal PyTorch peer (fp32): loss.backward() + |w*g| {pp['importance_seconds']:.1f}s "
+              f"(whole process {p_wall:.1f}s), peak RSS {p_rss / gb:.2f} GiB")
+        print(f"peer gradient pass / our whole prune = {pp['importance_seconds'] / o_wall:.2f}x (target >= 2x); "
+              f"our peak RSS / peer's = {o_rss / p_rss:.2f}x (target <= 0.35x)")
+        print(f"calibration loss: ours {pj['calib_loss']:.5f}, peer {pp['calib_loss']:.5f}")
+        if not args.keep:
+            shutil.rmtree(model, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    n_cmp, n_ours, worst, same, total = compare(ours_scores, peer_scores)
     print(f"\n1B-class model (hidden 2048, 22 layers, GQA 32/4, MLP 5632, vocab 32000), taylor {args.taylor}, "
           f"{args.samples} x {args.seq_len} tokens, layers {args.layers}, {os.cpu_count()} cores, "
           f"load average {' '.join(load_before)} before / {' '.join(load_after)} after")
-    print(f"{'':28s} {'llmprune (bf16, streamed)':>26s} {'PyTorch peer (fp32)':>22s} {'ratio':>8s}")
+    print(f"{'':28s} {'llmprune (' + args.compute + ', streamed)':>26s} {'PyTorch peer (fp32)':>22s} {'ratio':>8s}")
     print(f"{'wall time, whole run':28s} {o_wall:25.1f}s {p_wall:21.1f}s {p_wall / o_wall:7.2f}x")
     print(f"{'  gradients + scores':28s} {pj['importance_seconds']:25.1f}s {pp['importance_seconds']:21.1f}s "
           f"{pp['importance_seconds'] / pj['importance_seconds']:7.2f}x")

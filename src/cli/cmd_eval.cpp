@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 struct EvalArgs {
-  std::string model, ppl, tasks, task_dir, bos = "auto", harness = "0.4", save_predictions, save_json;
+  std::string model, ppl, tasks, task_dir, bos = "auto", harness = "0.4", save_predictions, save_json, compute = "fp32";
   std::vector<std::string> compare;
   int seq_len = 128, stride = 0, batch = 8, max_length = 0;
   int64_t max_windows = 0, limit = 0;
@@ -178,6 +178,7 @@ void run_eval(const EvalArgs& a) {
   if (!a.tasks.empty() && a.task_dir.empty()) throw UserError("--tasks needs --task-dir DIR (one sub-folder per task)");
   if (a.json) Progress::set_enabled(false);
 
+  const kernels::Compute compute = parse_compute(a.compute);
   std::vector<PplSpec> ppl_specs;
   for (auto& spec : split_list(a.ppl)) {
     // NAME=FILE names the column; a bare FILE is named by its file name.
@@ -216,6 +217,7 @@ void run_eval(const EvalArgs& a) {
     int max_len = a.max_length > 0 ? a.max_length : m.cfg.max_pos;
     max_len_used = max_len;
     Runner r(m, std::max(max_len, a.seq_len));
+    r.set_compute(compute);
     ModelRow row;
     row.label = label;
     row.path = path;
@@ -259,7 +261,8 @@ void run_eval(const EvalArgs& a) {
                      {"limit", a.limit},
                      {"bos", a.bos},
                      {"harness", "lm-evaluation-harness " + a.harness},
-                     {"max_length", max_len}};
+                     {"max_length", max_len},
+                     {"compute", a.compute}};
     }
     rows.push_back(std::move(row));
     outs.push_back(std::move(out));
@@ -333,6 +336,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--seq-len", a->seq_len, "perplexity window length in tokens")->capture_default_str();
   cmd->add_option("--stride", a->stride, "window stride (default: seq-len, non-overlapping)");
   cmd->add_option("--batch", a->batch, "windows per forward pass")->capture_default_str();
+  add_compute_option(cmd, a->compute);
   cmd->add_option("--max-windows", a->max_windows, "score at most this many windows (0 = all)");
   cmd->add_option("--tasks", a->tasks,
                   "zero-shot tasks, comma-separated: boolq,piqa,hellaswag,winogrande,arc_easy,arc_challenge,"

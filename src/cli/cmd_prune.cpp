@@ -41,7 +41,7 @@ struct PruneArgs {
   std::string calib, calib_sampling = "random", save_importance, report;
   int calib_samples = 10, calib_seq_len = 64;
   uint64_t seed = 0;
-  std::string max_memory, activations = "auto";
+  std::string max_memory, activations = "auto", compute = "fp32";
   // Activation statistics (FLAP scores, compensation): their own, larger calibration set.
   std::string flap_metric = "wifv", allocation = "uniform", layer_ratios, compensate = "none", stat_calib;
   double min_ratio = std::nan(""), damping = 0.01;
@@ -101,6 +101,7 @@ void run_prune(const PruneArgs& a) {
                     "--compensate lstsq");
   io.reduction = parse_reduction(a.reduction);
   io.seed = a.seed;
+  io.compute = parse_compute(a.compute);
   PlanOptions po;
   po.strategy = parse_strategy(a.strategy);
   po.global = a.global;
@@ -204,7 +205,7 @@ void run_prune(const PruneArgs& a) {
         else layer_grads[size_t(mem_.layer)] = 1;
       }
     if (step == 1) {
-      PruneShape shape{io.criterion, a.calib_samples, a.calib_seq_len, global_grads, groups.size(), layer_grads, false};
+      PruneShape shape{io.criterion, a.calib_samples, a.calib_seq_len, global_grads, groups.size(), layer_grads, false, io.compute};
       auto check = [&](const MemoryEstimate& e) {
         if (budget > 0 && e.total > budget)
           throw UserError("estimated peak memory " + e.describe() + " exceeds --max-memory " + a.max_memory + " (" +
@@ -366,6 +367,7 @@ void run_prune(const PruneArgs& a) {
   pj["memory_estimate"] = mem.to_json();
   if (budget > 0) pj["max_memory_bytes"] = int64_t(budget);
   pj["activations"] = io.keep_activations ? "kept" : "recomputed";
+  pj["compute"] = kernels::compute_name(io.compute);
   pj["load_seconds"] = load_seconds;
   pj["importance_seconds"] = importance_seconds;
   pj["save_seconds"] = save_seconds;
@@ -403,8 +405,8 @@ void run_prune(const PruneArgs& a) {
   std::printf("time %.1fs, peak memory %s\n", secs, human_bytes(double(peak_rss_bytes())).c_str());
   std::printf("memory estimate %s\n", mem.describe().c_str());
   if (grad_flops > 0)
-    std::printf("importance %.1fs (%.1f GFLOP/s over %.2f TFLOP of gradient passes, activations %s), save %.1fs\n",
-                importance_seconds, grad_flops / importance_seconds / 1e9, grad_flops / 1e12,
+    std::printf("importance %.1fs (%.1f GFLOP/s over %.2f TFLOP of gradient passes, %s, activations %s), save %.1fs\n",
+                importance_seconds, grad_flops / importance_seconds / 1e9, grad_flops / 1e12, kernels::compute_name(io.compute),
                 io.keep_activations ? "kept" : "recomputed", save_seconds);
   if (!a.report.empty()) std::printf("report %s\n", a.report.c_str());
 }
@@ -446,6 +448,7 @@ void register_prune(CLI::App& app) {
   cmd->add_option("--calib-sampling", a->calib_sampling, "random | sequential")->capture_default_str();
   cmd->add_option("--seed", a->seed, "seed for calibration sampling and the random criterion")->capture_default_str();
   cmd->add_option("--save-importance", a->save_importance, "write every unit's score to this JSON file");
+  add_compute_option(cmd, a->compute);
   cmd->add_option("--max-memory", a->max_memory,
                   "memory budget (e.g. 16G): refuse up front when the estimated peak exceeds it");
   cmd->add_option("--activations", a->activations,

@@ -27,7 +27,7 @@ namespace llmprune::cli {
 namespace {
 
 struct TuneArgs {
-  std::string model, data, out, data_format = "auto", val_file, checkpoint_dir, resume_from, save_adapter, dtype;
+  std::string model, data, out, data_format = "auto", val_file, checkpoint_dir, resume_from, save_adapter, dtype, compute = "fp32";
   double val_split = 0;
   int cutoff_len = 256;
   bool train_on_inputs = false, strict = false, resume = false, force = false, json_out = false, quiet = false;
@@ -64,6 +64,7 @@ void run_tune(TuneArgs& a) {
   if (a.json_out) Progress::set_enabled(false);
   TrainOptions& t = a.t;
   t.quiet = a.quiet;
+  t.compute = parse_compute(a.compute);
   if (a.cutoff_len < 2) throw UserError("--cutoff-len must be at least 2");
   if (t.batch < 1 || t.micro_batch < 1) throw UserError("--batch and --micro-batch must be positive");
   if (t.batch % t.micro_batch != 0)
@@ -271,6 +272,7 @@ void register_tune(CLI::App& app) {
   cmd->add_flag("--resume", a->resume, "continue from the newest checkpoint in the checkpoint directory");
   cmd->add_option("--resume-from", a->resume_from, "continue from this checkpoint directory");
   cmd->add_option("--seed", t.seed, "seed: adapter init, data order, dropout, validation split")->capture_default_str();
+  add_compute_option(cmd, a->compute);
   cmd->add_option("--save-adapter", a->save_adapter, "also write the adapter alone in PEFT's layout to this directory");
   cmd->add_option("--dtype", a->dtype, "dtype of the merged weights (default: the model's)");
   cmd->add_flag("--force", a->force, "replace --out / --save-adapter if they exist, and an earlier run's checkpoints");

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 
+#include "kernels/gemm_bf16.h"
 #include "tokenizer/tokenizer.h"
 #include <string>
 #include <vector>
@@ -26,5 +27,9 @@ std::filesystem::path model_dir_of(const std::string& model);
 // The tokenizer of a model: tokenizer files in its directory, else (for a .gguf file) the
 // vocabulary stored in the GGUF metadata.
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model);
+
+// --compute fp32|bf16: the precision of the heavy passes' GEMMs (default fp32).
+void add_compute_option(CLI::App* cmd, std::string& value);
+kernels::Compute parse_compute(const std::string& value);  // UserError naming the flag
 
 }  // namespace llmprune::cli

@@ -16,6 +16,19 @@ std::vector<Register>& registry() {
   return r;
 }
 
+void add_compute_option(CLI::App* cmd, std::string& value) {
+  cmd->add_option("--compute", value,
+                  "fp32 | bf16: GEMMs of the forward/backward passes with bf16 inputs and fp32 sums (norms, softmax, "
+                  "loss and gradient statistics stay fp32)")
+      ->capture_default_str();
+}
+
+kernels::Compute parse_compute(const std::string& value) {
+  kernels::Compute c;
+  if (!kernels::compute_from_name(value, &c)) throw UserError("--compute '" + value + "' is not one of fp32, bf16");
+  return c;
+}
+
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::string cur;

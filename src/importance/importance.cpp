@@ -286,6 +286,7 @@ ImportanceResult estimate_importance(const Model& m, const std::vector<Group>& g
     go.global_grads = sink.wants_globals();
     go.layer_grads = sink.layers_wanted();
     go.keep_activations = opt.keep_activations;
+    go.compute = opt.compute;
     BackwardResult br = compute_gradients(m, tokens.data(), B, T, go, sink);
     if (!br.finite)
       throw RuntimeError((m.dir.empty() ? std::string() : m.dir.string() + ": ") +

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "graph/groups.h"
+#include "kernels/gemm_bf16.h"
 #include "model/model.h"
 
 namespace llmprune {
@@ -37,6 +38,7 @@ struct ImportanceOptions {
   Reduction reduction = Reduction::Sum;
   uint64_t seed = 0;   // random criterion
   bool keep_activations = false;  // GradOptions::keep_activations (faster, more memory)
+  kernels::Compute compute = kernels::Compute::F32;  // GradOptions::compute
 };
 
 struct ImportanceResult {

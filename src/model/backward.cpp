@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/ops.h"
 
 namespace llmprune {
@@ -47,6 +48,8 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   const int C = cfg.hidden, V = cfg.vocab, N = B * T, L = cfg.n_layer;
   Runner runner(m, T);
   runner.set_hook(opt.hook);
+  runner.set_compute(opt.compute);
+  const bool bf16 = opt.compute == k::Compute::BF16;
   LinearHook* hook = opt.hook;
   const RopeTables& rope = runner.rope();
 
@@ -70,7 +73,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   for (int l = 0; l < L; l++) {
     const bool keep = opt.keep_activations && l >= lowest;
     if (l >= lowest) layer_in[size_t(l)] = x;
-    w.load(m, l);
+    w.load(m, l, opt.compute, !bf16);
     runner.layer_forward(l, w, x.data(), B, T, nullptr, keep ? &kept[size_t(l)] : nullptr);
   }
   // ---- head: final norm, lm_head, cross-entropy ----
@@ -129,12 +132,20 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   // dxn = dlogits . W_head  [N, C]; lm_head gradient = dlogits^T xn
   std::vector<float> dxn(size_t(N) * C, 0.0f);
   {
-    head_w = as_f32(m.lm_head(), head_scratch);
-    k::linear_backward(dxn.data(), nullptr, nullptr, dlogits.data(), xn.data(), head_w, N, C, V);
+    // bf16 compute reads a bf16 or fp32 lm_head as stored: its fp32 copy only for the sink.
+    const Tensor& HW = m.lm_head();
+    const bool head_as_stored = bf16 && (HW.dtype == DType::BF16 || HW.dtype == DType::F32);
+    if (!head_as_stored || opt.global_grads) head_w = as_f32(HW, head_scratch);
+    const k::Weight head_weight = head_as_stored ? k::Weight{HW.data, HW.dtype == DType::BF16} : k::Weight{head_w, false};
+    if (bf16) k::linear_backward_bf16(dxn.data(), nullptr, dlogits.data(), nullptr, head_weight, N, C, V);
+    else k::linear_backward(dxn.data(), nullptr, nullptr, dlogits.data(), xn.data(), head_w, N, C, V);
     if (opt.global_grads && !(cfg.tied && opt.per_sample)) {
       GradStats& hs = gstats[size_t(cfg.tied ? GlobalRole::Embed : GlobalRole::LmHead)];
       accumulate_grad(hs, size_t(V) * C, B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-        k::linear_backward(nullptr, dst, nullptr, dlogits.data() + size_t(r0) * V, xn.data() + size_t(r0) * C, head_w, rows, C, V);
+        const float* dl = dlogits.data() + size_t(r0) * V;
+        const float* xr = xn.data() + size_t(r0) * C;
+        if (bf16) k::linear_backward_bf16(nullptr, dst, dl, xr, head_weight, rows, C, V);
+        else k::linear_backward(nullptr, dst, nullptr, dl, xr, head_w, rows, C, V);
       });
     }
   }
@@ -157,7 +168,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     const LayerConfig& lc = cfg.layers[size_t(l)];
     const bool wg = opt.weight_grads && wants(l);
     const int H = lc.n_head, KVH = lc.n_kv_head, D = lc.head_dim, F = lc.d_ff, QD = H * D, KD = KVH * D;
-    w.load(m, l);
+    w.load(m, l, opt.compute, !bf16 || (wants(l) && sink.needs_f32_weights()));
     LayerActs& acts = opt.keep_activations ? kept[size_t(l)] : recomputed;
     if (!opt.keep_activations) {
       xcur = layer_in[size_t(l)];
@@ -175,12 +186,21 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
         GradStats& st = gs[size_t(r)];
         st.g.assign(size_t(in_dim) * out_dim, 0.0f);
         st.a.assign(size_t(in_dim) * out_dim, 0.0f);
-        k::linear_weight_grad_stats(st.g.data(), st.a.data(), dout, inp, B, T, in_dim, out_dim, sample_scale.data());
+        if (bf16) k::linear_weight_grad_stats_bf16(st.g.data(), st.a.data(), dout, inp, B, T, in_dim, out_dim, sample_scale.data());
+        else k::linear_weight_grad_stats(st.g.data(), st.a.data(), dout, inp, B, T, in_dim, out_dim, sample_scale.data());
         return;
       }
       accumulate_grad(gs[size_t(r)], size_t(in_dim) * out_dim, B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-        k::linear_backward(nullptr, dst, nullptr, dout + size_t(r0) * out_dim, inp + size_t(r0) * in_dim, nullptr, rows, in_dim, out_dim);
+        const float* dr = dout + size_t(r0) * out_dim;
+        const float* xr = inp + size_t(r0) * in_dim;
+        if (bf16) k::linear_backward_bf16(nullptr, dst, dr, xr, k::Weight{}, rows, in_dim, out_dim);
+        else k::linear_backward(nullptr, dst, nullptr, dr, xr, nullptr, rows, in_dim, out_dim);
       });
+    };
+    // dinp[N, in] += dout[N, out] . W_r
+    auto input_grad = [&](float* dinp, Role r, const float* dout, int in_dim, int out_dim) {
+      if (bf16) k::linear_backward_bf16(dinp, nullptr, dout, nullptr, w.weight(r), N, in_dim, out_dim);
+      else k::linear_backward(dinp, nullptr, nullptr, dout, nullptr, w[r], N, in_dim, out_dim);
     };
     auto bias_grad = [&](Role r, const float* dout, int out_dim) {
       if (!w[r] || !wg) return;
@@ -192,14 +212,14 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     // MLP: x_out = x_mid + down(silu(gate(xn2)) * up(xn2))
     dmid = dx;
     dh.assign(size_t(N) * F, 0.0f);
-    k::linear_backward(dh.data(), nullptr, nullptr, dx.data(), acts.h.data(), w[Role::Down], N, F, C);
+    input_grad(dh.data(), Role::Down, dx.data(), F, C);
     lin_grad(Role::Down, dx.data(), acts.h.data(), F, C, dh.data());
     dgate.assign(size_t(N) * F, 0.0f);
     dup.assign(size_t(N) * F, 0.0f);
     k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
     dxn2.assign(size_t(N) * C, 0.0f);
-    k::linear_backward(dxn2.data(), nullptr, nullptr, dgate.data(), acts.xn2.data(), w[Role::Gate], N, C, F);
-    k::linear_backward(dxn2.data(), nullptr, nullptr, dup.data(), acts.xn2.data(), w[Role::Up], N, C, F);
+    input_grad(dxn2.data(), Role::Gate, dgate.data(), C, F);
+    input_grad(dxn2.data(), Role::Up, dup.data(), C, F);
     lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
     lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F, dxn2.data());
     k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
@@ -209,7 +229,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     });
     // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1)))
     datt.assign(size_t(N) * QD, 0.0f);
-    k::linear_backward(datt.data(), nullptr, nullptr, dmid.data(), acts.att.data(), w[Role::O], N, QD, C);
+    input_grad(datt.data(), Role::O, dmid.data(), QD, C);
     lin_grad(Role::O, dmid.data(), acts.att.data(), QD, C, datt.data());
     dq.assign(size_t(N) * QD, 0.0f);
     dk.assign(size_t(N) * KD, 0.0f);
@@ -222,9 +242,9 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     k::rope_backward(dq.data(), pos.data(), rope.cos.data(), rope.sin.data(), N, H, D);
     k::rope_backward(dk.data(), pos.data(), rope.cos.data(), rope.sin.data(), N, KVH, D);
     dxn1.assign(size_t(N) * C, 0.0f);
-    k::linear_backward(dxn1.data(), nullptr, nullptr, dq.data(), acts.xn1.data(), w[Role::Q], N, C, QD);
-    k::linear_backward(dxn1.data(), nullptr, nullptr, dk.data(), acts.xn1.data(), w[Role::K], N, C, KD);
-    k::linear_backward(dxn1.data(), nullptr, nullptr, dv.data(), acts.xn1.data(), w[Role::V], N, C, KD);
+    input_grad(dxn1.data(), Role::Q, dq.data(), C, QD);
+    input_grad(dxn1.data(), Role::K, dk.data(), C, KD);
+    input_grad(dxn1.data(), Role::V, dv.data(), C, KD);
     lin_grad(Role::Q, dq.data(), acts.xn1.data(), C, QD, dxn1.data());
     lin_grad(Role::K, dk.data(), acts.xn1.data(), C, KD, dxn1.data());
     lin_grad(Role::V, dv.data(), acts.xn1.data(), C, KD, dxn1.data());
@@ -279,7 +299,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
         std::fill(tmp.begin(), tmp.end(), 0.0f);
         // dlogits of sample b were freed; recompute them for this sample
         std::vector<float> lg(size_t(T) * V);
-        linear_any_dtype(lg.data(), V, xn.data() + size_t(b) * T * C, m.lm_head(), T);
+        linear_any_dtype(lg.data(), V, xn.data() + size_t(b) * T * C, m.lm_head(), T, opt.compute);
         k::cross_entropy_backward(dl.data(), lg.data(), targets.data() + size_t(b) * T, T, V, scale);
         k::linear_backward(nullptr, tmp.data(), nullptr, dl.data(), xn.data() + size_t(b) * T * C, head_w, T, C, V);
         k::embedding_backward(tmp.data(), dx.data() + size_t(b) * T * C, tokens + size_t(b) * T, T, C);

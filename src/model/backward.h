@@ -31,6 +31,9 @@ struct GradOptions {
   // a quarter fewer FLOPs for about (3C + 2H*D + 2KVH*D + 3F) * B*T * 4 + B*H*T*T*4 bytes per
   // layer (prune/budget.h). Same results.
   bool keep_activations = false;
+  // Precision of the GEMMs (forward, input and weight gradients); the loss, softmax, norms and
+  // the gradient statistics stay fp32.
+  kernels::Compute compute = kernels::Compute::F32;
 };
 
 // One tensor's statistics: g = mean gradient, a = Fisher diagonal (empty unless per_sample).
@@ -44,6 +47,8 @@ class GradSink {
   // Called once per layer (that GradOptions::layer_grads wants), from the last layer down; w
   // holds the layer's fp32 weights.
   virtual void on_layer(int layer, const LayerF32& w, std::array<GradStats, kNumLayerRoles>& grads) = 0;
+  // Whether on_layer reads the fp32 weights (with bf16 compute they are converted only then).
+  virtual bool needs_f32_weights() const { return true; }
   // Called last, when global_grads: indexed by GlobalRole (LmHead empty when tied: the
   // embedding's statistics then include both uses). weights are fp32.
   virtual void on_global(std::array<const float*, kNumGlobalRoles> weights, std::array<GradStats, kNumGlobalRoles>& grads) {}

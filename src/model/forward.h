@@ -5,6 +5,7 @@
 #include <array>
 #include <vector>
 
+#include "kernels/gemm_bf16.h"
 #include "model/model.h"
 
 namespace llmprune {
@@ -13,18 +14,31 @@ namespace llmprune {
 const float* as_f32(const Tensor& t, std::vector<float>& scratch);
 
 // out[N, V] (row stride ldo) = inp[N, C] . W[V, C]^T for a weight in any dtype, converting
-// blocks of rows at a time so a bf16 lm_head never needs a full fp32 copy.
-void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N);
+// blocks of rows at a time so a bf16 lm_head never needs a full fp32 copy. With bf16 compute a
+// bf16 or fp32 weight is used as stored.
+void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N,
+                      kernels::Compute compute = kernels::Compute::F32);
+
 
 struct LayerF32 {
   std::array<const float*, kNumLayerRoles> ptr{};
   std::array<std::vector<float>, kNumLayerRoles> buf;
-  // With m.release_pages, drops the layer's mapped pages once converted (F32 storage, whose
-  // pointers alias the mapping: the previously loaded layer's pages, at the next load).
-  void load(const Model& m, int layer);
+  // With bf16 compute, the stored data of bf16 tensors (null otherwise).
+  std::array<const uint16_t*, kNumLayerRoles> stored_bf16{};
+  // With m.release_pages, drops the layer's mapped pages once converted (storage that is used in
+  // place aliases the mapping: the previously loaded layer's pages, at the next load).
+  // With bf16 compute and without f32_matrices (no fp32 weights needed: forward only), bf16
+  // matrices are not converted: ptr[] is null for them and the GEMMs read them as stored.
+  void load(const Model& m, int layer, kernels::Compute compute = kernels::Compute::F32, bool f32_matrices = true);
   const Model* loaded_model = nullptr;
   int loaded_layer = -1;
+  std::array<bool, kNumLayerRoles> in_place{};  // the layer's tensors used from the mapping
   const float* operator[](Role r) const { return ptr[size_t(r)]; }
+  // Weight r for the bf16 GEMMs: the stored bf16 data, else the fp32 pointer.
+  kernels::Weight weight(Role r) const {
+    const uint16_t* h = stored_bf16[size_t(r)];
+    return h ? kernels::Weight{h, true} : kernels::Weight{ptr[size_t(r)], false};
+  }
 };
 
 struct RopeTables {
@@ -79,9 +93,15 @@ class Runner {
   const RopeTables& rope() const { return rope_; }
   void set_hook(LinearHook* h) { hook_ = h; }
   LinearHook* hook() const { return hook_; }
+  // Precision of the projections' GEMMs (default fp32).
+  void set_compute(kernels::Compute c) { compute_ = c; }
+  kernels::Compute compute() const { return compute_; }
+  // out[N, O] = inp[N, in] . W^T (+ bias) for projection r of a loaded layer, in compute().
+  void project(const LayerF32& w, Role r, const float* bias, float* out, const float* inp, int N, int in, int O) const;
 
  private:
   LinearHook* hook_ = nullptr;
+  kernels::Compute compute_ = kernels::Compute::F32;
   const Model& m_;
   RopeTables rope_;
   LayerF32 w_;

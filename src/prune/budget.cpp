@@ -1,5 +1,6 @@
 #include "prune/budget.h"
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -84,8 +85,22 @@ MemoryEstimate estimate_prune_memory(const Model& m, const PruneShape& s) {
     // Touched file pages: the layer being converted (F32 storage: it and the previous one, whose
     // pages are dropped at the next load), the whole lm_head (the head reads all of it), the
     // embedding rows looked up.
-    t.push_back({"mapped pages (one layer, lm_head)", (f32_storage ? 2 * f : dt) * layer_big + dt * head_numel + dt * N * C});
-    t.push_back({"fp32 lm_head (head backward)", f32_storage ? 0 : f * head_numel});
+    // bf16 compute reads bf16 weights in place, so their pages too stay until the next load.
+    const bool bf16 = s.compute == kernels::Compute::BF16;
+    const bool in_place = f32_storage || (bf16 && m.storage_dtype() == DType::BF16);
+    const double layer_pages = in_place ? 2 * dt * layer_big : dt * layer_big;
+    t.push_back({"mapped pages (one layer, lm_head)", layer_pages + dt * head_numel + dt * N * C});
+    // bf16 compute reads a bf16 lm_head as stored; the fp32 copy is then only for its gradient.
+    const bool head_f32 = !f32_storage && (!bf16 || m.lm_head().dtype != DType::BF16 || s.global_grads);
+    t.push_back({"fp32 lm_head (head backward)", head_f32 ? f * head_numel : 0});
+    if (bf16) {
+      // The packed bf16 copy of a GEMM's left operand (the largest: dlogits [N, V] or an MLP
+      // activation [N, F]; Fisher: every sample's layer input) and each thread's B blocks.
+      double f_max = 0;
+      for (const LayerConfig& lc : m.cfg.layers) f_max = std::max(f_max, double(lc.d_ff));
+      const double packed = 2 * N * std::max({V, f_max, C}) + (needs_fisher(s.criterion) ? 2 * N * C : 0);
+      t.push_back({"bf16 GEMM packing buffers", packed + 128.0 * 1024 * omp_get_max_threads()});
+    }
     t.push_back({"saved layer inputs B*T*C*4 per layer", saved_inputs});
     if (s.keep_activations) t.push_back({"kept activations of every layer (incl. probs B*H*T*T*4)", kept_all});
     t.push_back({s.keep_activations ? "backward temporaries of one layer" : "activations of one layer (incl. probs B*H*T*T*4)", work_big});

@@ -32,6 +32,7 @@ struct PruneShape {
   size_t n_groups = 0;         // prunable units scored (bookkeeping per unit)
   std::vector<uint8_t> layer_grads;  // layers whose weight gradients are needed (empty = all)
   bool keep_activations = false;     // GradOptions::keep_activations
+  kernels::Compute compute = kernels::Compute::F32;  // GradOptions::compute
 };
 
 // Peak resident memory of `llmprune prune` on m (mapped weights are counted only as far as they

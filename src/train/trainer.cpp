@@ -24,6 +24,7 @@ namespace {
 
 struct NullSink : GradSink {
   void on_layer(int, const LayerF32&, std::array<GradStats, kNumLayerRoles>&) override {}
+  bool needs_f32_weights() const override { return false; }
 };
 
 std::string fmt_duration(double s) {
@@ -146,6 +147,7 @@ StepResult Trainer::step(const std::vector<std::vector<const Example*>>& mbs, in
   go.global_grads = false;
   go.weight_grads = false;
   go.hook = &lora_;
+  go.compute = opt_.compute;
   std::vector<int32_t> tokens, targets;
   double loss_sum = 0;
   for (size_t j = 0; j < mbs.size(); j++) {
@@ -217,6 +219,7 @@ double Trainer::evaluate(const std::vector<Example>& val) {
   for (auto& e : val) maxT = std::max(maxT, int(e.ids.size()));
   Runner runner(m_, maxT);
   runner.set_hook(&lora_);
+  runner.set_compute(opt_.compute);
   const int V = m_.cfg.vocab;
   double nll = 0;
   int64_t count = 0;

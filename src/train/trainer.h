@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/gemm_bf16.h"
 #include "train/data.h"
 #include "train/lora.h"
 
@@ -46,6 +47,9 @@ struct TrainOptions {
   bool replace_checkpoints = false;      // a fresh run may delete an earlier run's checkpoints
   nlohmann::json fingerprint = nlohmann::json::object();  // settings a resumed run must share
   bool quiet = false;
+  // Precision of the frozen base model's GEMMs (forward and input gradients); the LoRA
+  // adapters, the optimizer and the loss stay fp32.
+  kernels::Compute compute = kernels::Compute::F32;
 };
 
 struct StepResult {

@@ -1,0 +1,141 @@
+// `--compute bf16` end to end: the bf16 paths of the forward, the gradient pass and the prune
+// against fp32 (kept units, perplexity) on both fixtures, and bf16 weights used as stored.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <tuple>
+
+#include "model/backward.h"
+#include "model/forward.h"
+#include "model/random_model.h"
+#include "test_util.h"
+
+namespace llmprune {
+namespace {
+
+using kernels::Compute;
+
+nlohmann::json read_json(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  return nlohmann::json::parse(f);
+}
+
+using Unit = std::tuple<int, std::string, int>;  // layer, kind, index
+std::set<Unit> units_of(const nlohmann::json& list) {
+  std::set<Unit> s;
+  for (auto& u : list) s.insert({u["layer"].get<int>(), u["kind"].get<std::string>(), u["index"].get<int>()});
+  return s;
+}
+
+double eval_ppl(const std::filesystem::path& model, const std::string& compute) {
+  auto r = test::run_cli("eval --json " + model.string() + " --ppl kjv=" + test::fixture_text("kjv.test.txt").string() +
+                         " --seq-len 64 --max-windows 16 --compute " + compute);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return nlohmann::json::parse(r.out)["ppl"]["kjv"]["ppl"].get<double>();
+}
+
+// Prunes a fixture at 20% with fp32 and with bf16 compute: the same units are kept (>= 99%)
+// and the pruned models' perplexities agree within 0.5%.
+void check_fixture(const std::string& name, const std::string& taylor) {
+  const auto dir = test::temp_dir(name + "-" + taylor);
+  // The first 60 kB of the training text: plenty for 8 x 64 tokens, quick to tokenize.
+  const auto calib = dir / "calib.txt";
+  {
+    std::ifstream in(test::fixture_text("kjv.train.txt"), std::ios::binary);
+    std::string text(60000, '\0');
+    in.read(text.data(), std::streamsize(text.size()));
+    std::ofstream(calib, std::ios::binary) << text.substr(0, size_t(in.gcount()));
+  }
+  std::set<Unit> removed[2];
+  double ppl[2];
+  size_t n_units = 0;
+  for (int c = 0; c < 2; c++) {
+    const std::string compute = c ? "bf16" : "fp32";
+    const auto out = dir / compute;
+    auto r = test::run_cli("prune " + test::fixture_model(name).string() + " --out " + out.string() +
+                           " --strategy block --ratio 0.2 --importance taylor --taylor " + taylor + " --calib " + calib.string() +
+                           " --calib-samples 8 --calib-seq-len 64 --compute " + compute);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto pj = read_json(out / "pruning.json");
+    EXPECT_EQ(pj["compute"], compute);
+    removed[c] = units_of(pj["removed"]);
+    n_units = read_json(out / "importance.json").size();
+    ppl[c] = eval_ppl(out, "fp32");
+  }
+  ASSERT_GT(n_units, 1000u);
+  ASSERT_EQ(removed[0].size(), removed[1].size());
+  size_t differ = 0;  // units kept by one run and removed by the other
+  for (auto& u : removed[0]) differ += removed[1].count(u) ? 0 : 2;
+  const double agree = 1.0 - double(differ) / double(n_units);
+  EXPECT_GE(agree, 0.99) << name << " " << taylor << ": " << differ << " of " << n_units << " units differ";
+  EXPECT_LE(std::abs(ppl[1] / ppl[0] - 1.0), 0.005) << name << ": pruned-model ppl fp32 " << ppl[0] << " vs bf16 " << ppl[1];
+  std::printf("[ %s %s: %.2f%% of %zu units agree; pruned ppl %.4f (fp32 compute) vs %.4f (bf16) ]\n", name.c_str(),
+              taylor.c_str(), 100 * agree, n_units, ppl[0], ppl[1]);
+}
+
+TEST(ComputeBf16, PruneKeepsTheFp32UnitsMha) { check_fixture("kjv-llama-mha", "element1"); }
+TEST(ComputeBf16, PruneKeepsTheFp32UnitsGqaTied) { check_fixture("kjv-llama-gqa-tied", "element1"); }
+// element2 takes the per-sample (Fisher) statistics path.
+TEST(ComputeBf16, PruneKeepsTheFp32UnitsFisherPath) { check_fixture("kjv-llama-gqa-tied", "element2"); }
+
+TEST(ComputeBf16, EvalPerplexityWithinHalfAPercent) {
+  const auto m = test::fixture_model("kjv-llama-mha");
+  const double f = eval_ppl(m, "fp32"), h = eval_ppl(m, "bf16");
+  EXPECT_NE(f, h);  // the bf16 path really ran
+  EXPECT_LE(std::abs(h / f - 1.0), 0.005) << f << " vs " << h;
+}
+
+TEST(ComputeBf16, UnknownComputeIsAUserError) {
+  auto r = test::run_cli("eval " + test::fixture_model("kjv-llama-mha").string() + " --ppl " +
+                         test::fixture_text("kjv.test.txt").string() + " --compute fp16");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--compute 'fp16' is not one of fp32, bf16"), std::string::npos) << r.err;
+}
+
+// bf16 weights read as stored give exactly what the same values stored as fp32 give (the fp32
+// operand is rounded to the same bf16 while packed): forward logits and every gradient.
+TEST(ComputeBf16, StoredBf16WeightsEqualTheirFp32Copy) {
+  Model h = make_random_model(llama_config(64, 2, 4, 2, 96, 128), DType::BF16, 7);
+  Model f = h;
+  f.for_each_tensor_mut([](const std::string&, Tensor& t) { t = t.converted(DType::F32); });
+  const int B = 2, T = 9;
+  std::vector<int32_t> tokens(size_t(B) * T);
+  for (size_t i = 0; i < tokens.size(); i++) tokens[i] = int32_t((i * 37 + 5) % 128);
+  std::vector<float> lh(size_t(B) * T * 128), lf(lh.size()), l32(lh.size());
+  Runner rh(h), rf(f), r32(f);
+  rh.set_compute(Compute::BF16);
+  rf.set_compute(Compute::BF16);
+  rh.forward(tokens.data(), B, T, lh.data());
+  rf.forward(tokens.data(), B, T, lf.data());
+  r32.forward(tokens.data(), B, T, l32.data());
+  EXPECT_EQ(lh, lf);
+  EXPECT_NE(lh, l32);  // fp32 compute differs (activations are not rounded there)
+  for (size_t i = 0; i < lh.size(); i++) ASSERT_NEAR(lh[i], l32[i], 2e-2 + 2e-2 * std::abs(l32[i])) << i;
+
+  struct Collect : GradSink {
+    std::vector<std::vector<float>> g;
+    void on_layer(int, const LayerF32&, std::array<GradStats, kNumLayerRoles>& gr) override {
+      for (auto& s : gr) g.push_back(s.g), g.push_back(s.a);
+    }
+    void on_global(std::array<const float*, kNumGlobalRoles>, std::array<GradStats, kNumGlobalRoles>& gr) override {
+      for (auto& s : gr) g.push_back(s.g), g.push_back(s.a);
+    }
+  };
+  for (bool per_sample : {false, true}) {
+    GradOptions o;
+    o.compute = Compute::BF16;
+    o.per_sample = per_sample;
+    Collect ch, cf;
+    BackwardResult bh = compute_gradients(h, tokens.data(), B, T, o, ch);
+    BackwardResult bf = compute_gradients(f, tokens.data(), B, T, o, cf);
+    EXPECT_EQ(bh.loss, bf.loss);
+    ASSERT_EQ(ch.g.size(), cf.g.size());
+    for (size_t i = 0; i < ch.g.size(); i++) EXPECT_EQ(ch.g[i], cf.g[i]) << "tensor " << i << " per_sample " << per_sample;
+  }
+}
+
+}  // namespace
+}  // namespace llmprune
