@@ -1,6 +1,7 @@
 // Forward throughput: prompt processing tokens/s and achieved GFLOP/s for a fixture model and a
 // randomly initialised 1B-class model, next to this machine's measured sgemm rate.
 // Usage: bench_forward [MODEL_DIR ...]   (default: the bundled demo model)
+//        bench_forward --compute-only     (only the 1B prompt pass in fp32 vs --compute bf16)
 #include <omp.h>
 
 #include <cstdio>
@@ -46,14 +47,7 @@ static void run(const char* label, const Model& m, int B, int T, double sgemm) {
   Runner r(m, T + 64);
   std::vector<int32_t> tokens(size_t(B) * T);
   for (size_t i = 0; i < tokens.size(); i++) tokens[i] = int32_t((i * 7919 + 13) % size_t(m.cfg.vocab));
-  std::vector<float> logits(size_t(B) * T * size_t(m.cfg.vocab));
-  r.forward(tokens.data(), B, T, logits.data());  // warm-up (page-in, conversion buffers)
-  double best = 1e30;
-  for (int rep = 0; rep < 3; rep++) {
-    double t0 = bench::now_s();
-    r.forward(tokens.data(), B, T, logits.data());
-    best = std::min(best, bench::now_s() - t0);
-  }
+  const double best = prompt_seconds(r, B, T);
   double gflops = bench::forward_flops(m, B, T) / best / 1e9;
   // Decode: one token at a time through the KV cache.
   KVCache cache(m, 1, T + 33);
@@ -70,6 +64,12 @@ static void run(const char* label, const Model& m, int B, int T, double sgemm) {
 
 int main(int argc, char** argv) {
   std::printf("threads: %d (OpenMP), OpenBLAS OpenMP build\n", omp_get_max_threads());
+  if (argc > 1 && std::string(argv[1]) == "--compute-only") {
+    // Only the fp32-vs-bf16 prompt comparison on the 1B shape (quick on a busy machine).
+    Model big = make_random_model(llama_config(2048, 22, 32, 4, 5632, 32000), DType::BF16, 1);
+    compare_compute("random-1B (bf16) compute", big, 1, 512);
+    return 0;
+  }
   double sg_small = bench::sgemm_gflops(512, 256, 256);
   double sg = bench::sgemm_gflops(512, 5632, 2048);
   std::printf("sgemm  512x5632x2048: %.1f GFLOP/s   512x256x256: %.1f GFLOP/s\n", sg, sg_small);

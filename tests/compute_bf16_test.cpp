@@ -88,6 +88,29 @@ TEST(ComputeBf16, EvalPerplexityWithinHalfAPercent) {
   EXPECT_LE(std::abs(h / f - 1.0), 0.005) << f << " vs " << h;
 }
 
+// LoRA training on the frozen base with bf16 GEMMs follows the fp32 run's loss.
+TEST(ComputeBf16, TuneLossFollowsFp32) {
+  const auto dir = test::temp_dir("tune");
+  const auto data = dir / "d.txt";
+  {
+    std::ifstream in(test::fixture_text("kjv.valid.txt"), std::ios::binary);
+    std::string text(20000, '\0');
+    in.read(text.data(), std::streamsize(text.size()));
+    std::ofstream(data, std::ios::binary) << text.substr(0, size_t(in.gcount()));
+  }
+  double loss[2];
+  for (int c = 0; c < 2; c++) {
+    const std::string compute = c ? "bf16" : "fp32";
+    auto r = test::run_cli("tune " + test::fixture_model("kjv-llama-gqa-tied").string() + " --data " + data.string() +
+                           " --out " + (dir / compute).string() + " --max-steps 3 --batch 4 --micro-batch 4 --cutoff-len 64" +
+                           " --lr 1e-3 --save-every 0 --eval-every 0 --json --compute " + compute);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    loss[c] = nlohmann::json::parse(r.out)["final_train_loss"].get<double>();
+  }
+  EXPECT_NE(loss[0], loss[1]);
+  EXPECT_NEAR(loss[1], loss[0], 0.005 * loss[0]);
+}
+
 TEST(ComputeBf16, UnknownComputeIsAUserError) {
   auto r = test::run_cli("eval " + test::fixture_model("kjv-llama-mha").string() + " --ppl " +
                          test::fixture_text("kjv.test.txt").string() + " --compute fp16");

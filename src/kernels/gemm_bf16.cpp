@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "kernels/ops.h"
 
 namespace llmprune::kernels {
 
@@ -268,9 +269,6 @@ void linear_backward_bf16(float* dinp, float* dW, const float* dout, const float
 void linear_weight_grad_stats_bf16(float* g, float* a, const float* dout, const float* inp, int B, int T, int C, int O,
                                    const float* sample_scale) {
   if (O == 0 || C == 0 || T == 0) return;
-  const int rows_per_block = std::max(8, (1 << 17) / std::max(C, 1));  // ~512 KiB of fp32 per block
-  const int n_blocks = (O + rows_per_block - 1) / rows_per_block;
-  const float invB = 1.0f / float(B);
   const bool native = use_native();
   // Each sample's input, packed once for every row block: [B][slivers][T/2][NR].
   const int K2 = (T + 1) / 2, slivers = (C + kNR - 1) / kNR;
@@ -281,29 +279,14 @@ void linear_weight_grad_stats_bf16(float* g, float* a, const float* dout, const 
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < B; j++) pack_b_whole(f32_operand(inp + size_t(j) * T * C, C), C, T, inp_packed + size_t(j) * per_sample);
   }
-#pragma omp parallel
-  {
-    std::vector<float> tmp(size_t(rows_per_block) * C);
-#pragma omp for schedule(dynamic)
-    for (int blk = 0; blk < n_blocks; blk++) {
-      const int o0 = blk * rows_per_block, ob = std::min(rows_per_block, O - o0);
-      float* gb = g + size_t(o0) * C;
-      float* ab = a + size_t(o0) * C;
-      for (int j = 0; j < B; j++) {
-        // tmp[ob, C] = dout_j[:, o0:o0+ob]^T . inp_j
-        const Operand dj = f32_operand(dout + size_t(j) * T * O + o0, O, true);
-        if (native) gemm_native(ob, C, T, dj, nullptr, inp_packed + size_t(j) * per_sample, 0.0f, tmp.data(), C);
-        else gemm_portable(ob, C, T, dj, f32_operand(inp + size_t(j) * T * C, C), 0.0f, tmp.data(), C);
-        const float s = sample_scale[j];
-        const size_t n = size_t(ob) * C;
-        for (size_t i = 0; i < n; i++) {
-          const float gj = tmp[i] * s;
-          gb[i] += gj * invB;
-          ab[i] += gj * gj * invB;
-        }
-      }
-    }
-  }
+  weight_grad_stats_blocked(g, a, B, C, O, [&](int j, int o0, int ob, float* tmp) {
+    // tmp[ob, C] = s_j * dout_j[:, o0:o0+ob]^T . inp_j
+    const Operand dj = f32_operand(dout + size_t(j) * T * O + o0, O, true);
+    if (native) gemm_native(ob, C, T, dj, nullptr, inp_packed + size_t(j) * per_sample, 0.0f, tmp, C);
+    else gemm_portable(ob, C, T, dj, f32_operand(inp + size_t(j) * T * C, C), 0.0f, tmp, C);
+    const float s = sample_scale[j];
+    for (size_t i = 0; i < size_t(ob) * C; i++) tmp[i] *= s;
+  });
 }
 
 }  // namespace llmprune::kernels

@@ -49,9 +49,9 @@ void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, co
   }
 }
 
-void linear_weight_grad_stats(float* g, float* a, const float* dout, const float* inp, int B, int T, int C, int O,
-                              const float* sample_scale) {
-  if (O == 0 || C == 0 || T == 0) return;
+void weight_grad_stats_blocked(float* g, float* a, int B, int C, int O,
+                               const std::function<void(int j, int o0, int ob, float* tmp)>& block_grad) {
+  if (O == 0 || C == 0) return;
   const int rows_per_block = std::max(8, (1 << 17) / std::max(C, 1));  // ~512 KiB of fp32 per block
   const int n_blocks = (O + rows_per_block - 1) / rows_per_block;
   const float invB = 1.0f / float(B);
@@ -64,9 +64,7 @@ void linear_weight_grad_stats(float* g, float* a, const float* dout, const float
       float* gb = g + size_t(o0) * C;
       float* ab = a + size_t(o0) * C;
       for (int j = 0; j < B; j++) {
-        // tmp[ob, C] = dout_j[:, o0:o0+ob]^T . inp_j
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ob, C, T, sample_scale[j], dout + (size_t(j) * T) * O + o0, O,
-                    inp + size_t(j) * T * C, C, 0.0f, tmp.data(), C);
+        block_grad(j, o0, ob, tmp.data());
         const size_t n = size_t(ob) * C;
         for (size_t i = 0; i < n; i++) {
           const float gj = tmp[i];
@@ -76,6 +74,16 @@ void linear_weight_grad_stats(float* g, float* a, const float* dout, const float
       }
     }
   }
+}
+
+void linear_weight_grad_stats(float* g, float* a, const float* dout, const float* inp, int B, int T, int C, int O,
+                              const float* sample_scale) {
+  if (T == 0) return;
+  weight_grad_stats_blocked(g, a, B, C, O, [&](int j, int o0, int ob, float* tmp) {
+    // tmp[ob, C] = s_j * dout_j[:, o0:o0+ob]^T . inp_j
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ob, C, T, sample_scale[j], dout + (size_t(j) * T) * O + o0, O,
+                inp + size_t(j) * T * C, C, 0.0f, tmp, C);
+  });
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps) {

@@ -5,6 +5,7 @@
 // Backward kernels ACCUMULATE into their gradient outputs (+=), like llm.c; callers zero them.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 namespace llmprune::kernels {
 
@@ -22,6 +23,10 @@ void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, co
 // written out whole (the Fisher diagonal then costs about what the plain gradient costs).
 void linear_weight_grad_stats(float* g, float* a, const float* dout, const float* inp, int B, int T, int C, int O,
                               const float* sample_scale);
+// Its blocking with the per-sample GEMM supplied (the bf16 variant shares it): in parallel over
+// row blocks, block_grad(j, o0, ob, tmp) writes tmp[ob, C] = s_j * dout_j[:, o0:o0+ob]^T . inp_j.
+void weight_grad_stats_blocked(float* g, float* a, int B, int C, int O,
+                               const std::function<void(int j, int o0, int ob, float* tmp)>& block_grad);
 
 // out = inp * rstd * w with rstd = 1/sqrt(mean(inp^2) + eps), per row.   (LlamaRMSNorm)
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps);
