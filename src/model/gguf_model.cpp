@@ -311,11 +311,8 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
   if (c.layers.size() > 512) throw input_error(where, "llama.cpp supports at most 512 layers, model has " + std::to_string(c.layers.size()));
   const bool ragged = !c.uniform();
   ArchKeys K{ragged ? "deci" : "llama"};
-  for (size_t l = 0; l < m.layers.size(); l++)
-    if (!m.layers[l][Role::QBias].empty() && c.layers[l].q_dim() != c.hidden)
-      throw input_error(where, "layer " + std::to_string(l) + ": llama.cpp sizes the q bias by the hidden size (" +
-                                   std::to_string(c.hidden) + "), but this layer's q projection has " +
-                                   std::to_string(c.layers[l].q_dim()) + " rows; a model with q/k/v biases and pruned heads cannot be exported");
+  // q/k/v biases of any size: llama.cpp sizes attn_q.bias by the q projection (n_head * head_dim,
+  // create_tensor_qkv) in the release node-llama-cpp 3.21.1 carries; b5981 sized it by n_embd.
 
   GGUFWriter w(out.string());
   w.set("general.architecture", K.arch);
