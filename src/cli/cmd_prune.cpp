@@ -141,7 +141,7 @@ void run_prune(const PruneArgs& a) {
     if (a.calib.empty()) throw UserError("--importance taylor needs --calib FILE (calibration text)");
     if (a.calib_seq_len > original.cfg.max_pos)
       throw UserError("--calib-seq-len " + std::to_string(a.calib_seq_len) + " exceeds the model's context of " + std::to_string(original.cfg.max_pos));
-    auto tok = load_tokenizer(model_dir_of(a.model));
+    auto tok = load_tokenizer_for_model(model_dir_of(a.model));
     auto stream = tokenize_file_with_bos(*tok, a.calib);
     CalibOptions co;
     co.file = a.calib;

@@ -23,7 +23,7 @@ Request encode_request(const Tokenizer& tok, const std::string& context, const s
     return r;
   }
   std::vector<int32_t> head;
-  if (bos && tok.bos_id() >= 0) head.push_back(tok.bos_id());
+  if (bos) head = tok.prefix_ids();
   if (style == HarnessStyle::V03) {
     r.ctx = head;
     auto c = tok.encode(context);

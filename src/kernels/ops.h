@@ -34,6 +34,15 @@ void rope_forward(float* x, const int32_t* pos, const float* cos_t, const float*
 // The rotation is orthogonal: backward is the inverse rotation of dx, in place.
 void rope_backward(float* dx, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D);
 
+// Partial RoPE with consecutive pairs (GPT-J / ChatGLM) in place on x[N, n_heads*D]: in each
+// head, dims (2i, 2i+1) for i < rot/2 rotate by angle pos[n] * inv_freq[i]; dims rot..D-1 pass
+// through. cos/sin tables are [max_pos, rot/2].
+void rope_pairs_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D,
+                        int rot);
+// Backward: the inverse rotation of dx, in place (the rotation is orthogonal).
+void rope_pairs_backward(float* dx, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads,
+                         int D, int rot);
+
 // Causal attention with GQA over B sequences.
 // q [B, Tq, H, D] (row stride H*D), k/v [B, Tk, KVH, D] (row stride kv_stride, >= KVH*D, so a KV
 // cache with spare capacity works), out [B, Tq, H, D]. Query i sits at absolute position

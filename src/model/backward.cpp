@@ -219,8 +219,8 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     // positions 0..T-1 in every sequence
     std::vector<int32_t> pos(static_cast<size_t>(N));
     for (int n = 0; n < N; n++) pos[size_t(n)] = n % T;
-    k::rope_backward(dq.data(), pos.data(), rope.cos.data(), rope.sin.data(), N, H, D);
-    k::rope_backward(dk.data(), pos.data(), rope.cos.data(), rope.sin.data(), N, KVH, D);
+    rope.apply(dq.data(), pos.data(), N, H, true);
+    rope.apply(dk.data(), pos.data(), N, KVH, true);
     dxn1.assign(size_t(N) * C, 0.0f);
     k::linear_backward(dxn1.data(), nullptr, nullptr, dq.data(), acts.xn1.data(), w[Role::Q], N, C, QD);
     k::linear_backward(dxn1.data(), nullptr, nullptr, dk.data(), acts.xn1.data(), w[Role::K], N, C, KD);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/error.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 
@@ -57,11 +58,13 @@ void LayerF32::load(const Model& m, int layer) {
   loaded_layer = layer;
 }
 
-void RopeTables::build(const ModelConfig& c, int D, int maxp) {
+void RopeTables::build(const ModelConfig& c, const RotaryDesc& rotary, int D, int maxp) {
   head_dim = D;
+  rot_dim = rotary.rotated_dims(D);
+  pairing = rotary.pairing;
   max_pos = maxp;
-  int half = D / 2;
-  std::vector<float> inv = rope_inv_freq(c, D);
+  int half = rot_dim / 2;
+  std::vector<float> inv = rope_inv_freq(c, rot_dim);
   cos.resize(size_t(maxp) * half);
   sin.resize(size_t(maxp) * half);
   for (int p = 0; p < maxp; p++)
@@ -73,6 +76,17 @@ void RopeTables::build(const ModelConfig& c, int D, int maxp) {
     }
 }
 
+void RopeTables::apply(float* x, const int32_t* pos, int N, int n_heads, bool inverse) const {
+  if (pairing == RotaryPairing::ConsecutivePairs) {
+    if (inverse) k::rope_pairs_backward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim, rot_dim);
+    else k::rope_pairs_forward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim, rot_dim);
+    return;
+  }
+  if (rot_dim != head_dim) throw RuntimeError("rotate-half RoPE on part of a head is not implemented");
+  if (inverse) k::rope_backward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim);
+  else k::rope_forward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim);
+}
+
 KVCache::KVCache(const Model& m, int b, int maxT) : B(b), max_T(maxT) {
   for (auto& lc : m.cfg.layers) {
     k.emplace_back(size_t(B) * maxT * lc.kv_dim());
@@ -81,7 +95,7 @@ KVCache::KVCache(const Model& m, int b, int maxT) : B(b), max_T(maxT) {
 }
 
 Runner::Runner(const Model& m, int max_pos) : m_(m) {
-  rope_.build(m.cfg, m.cfg.head_dim, std::max(max_pos, m.cfg.max_pos));
+  rope_.build(m.cfg, m.arch->rotary, m.cfg.head_dim, std::max(max_pos, m.cfg.max_pos));
 }
 
 void Runner::embed(const int32_t* tokens, int N, float* x) const {
@@ -120,8 +134,8 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
     hook_->forward(l, Role::K, a.xn1.data(), a.k.data(), N, C, KD);
     hook_->forward(l, Role::V, a.xn1.data(), a.v.data(), N, C, KD);
   }
-  k::rope_forward(a.q.data(), pos_.data(), rope_.cos.data(), rope_.sin.data(), N, H, D);
-  k::rope_forward(a.k.data(), pos_.data(), rope_.cos.data(), rope_.sin.data(), N, KVH, D);
+  rope_.apply(a.q.data(), pos_.data(), N, H, false);
+  rope_.apply(a.k.data(), pos_.data(), N, KVH, false);
   if (cache) {
     // Append this step's K/V at positions pos0.., then attend over the whole cache.
     float* ck = cache->k[size_t(l)].data();

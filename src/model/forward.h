@@ -27,10 +27,15 @@ struct LayerF32 {
   const float* operator[](Role r) const { return ptr[size_t(r)]; }
 };
 
+// RoPE as the family describes it (arch's RotaryDesc): the first rot_dim dims of each head,
+// paired rotate-half (LLaMA) or consecutively (ChatGLM).
 struct RopeTables {
-  int head_dim = 0, max_pos = 0;
-  std::vector<float> cos, sin;  // [max_pos, head_dim/2]
-  void build(const ModelConfig& c, int head_dim, int max_pos);
+  int head_dim = 0, rot_dim = 0, max_pos = 0;
+  RotaryPairing pairing = RotaryPairing::RotateHalf;
+  std::vector<float> cos, sin;  // [max_pos, rot_dim/2]
+  void build(const ModelConfig& c, const RotaryDesc& rotary, int head_dim, int max_pos);
+  // In place on x[N, n_heads*head_dim], row n at position pos[n]; inverse = the backward.
+  void apply(float* x, const int32_t* pos, int N, int n_heads, bool inverse) const;
 };
 
 // Activations of one layer that the backward pass needs (all [N, ...] row-major).

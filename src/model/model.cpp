@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <map>
 
@@ -38,7 +40,79 @@ Model Model::load(const fs::path& path) { return load_model(path, true); }
 
 Model Model::load_unfinished(const fs::path& dir) { return load_model(dir, false); }
 
+namespace {
+
+// Splits every fused tensor of `a` in `tensors` into row views named as its roles
+// (layer_tensor_name), so that the per-role loader below never sees a fused layout.
+void split_fused_tensors(const ArchDesc& a, int n_layer, std::map<std::string, Tensor>& tensors, const std::string& source) {
+  if (a.fused.empty()) return;
+  for (int l = 0; l < n_layer; l++) {
+    // Sizes of this layer's index spaces as stated by its stand-alone tensors.
+    std::map<Space, int64_t> space_size;
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const RoleDesc& d = a.layer[size_t(r)];
+      if (!d.pattern) continue;
+      auto it = tensors.find(layer_tensor_name(a, Role(r), l));
+      if (it == tensors.end()) continue;
+      const Space sp[2] = {d.axis0, d.axis1};
+      for (int ax = 0; ax < 2 && ax < it->second.ndim(); ax++)
+        if (sp[ax] != Space::None && sp[ax] != Space::Hidden) space_size.emplace(sp[ax], it->second.dim(ax));
+    }
+    for (const FusedTensor& f : a.fused) {
+      const std::string name = fused_tensor_name(f, l);
+      auto it = tensors.find(name);
+      if (it == tensors.end()) {
+        bool optional = true;
+        for (Role r : f.parts) optional &= role_desc(a, r).optional;
+        if (!optional) throw input_error(source, "missing tensor '" + name + "'");
+        continue;
+      }
+      Tensor t = std::move(it->second);
+      tensors.erase(it);
+      if (t.ndim() < 1) throw input_error(source, "tensor '" + name + "' must have at least one dimension");
+      const int64_t rows = t.dim(0);
+      int64_t known = 0;
+      int unknown = 0;
+      Space unknown_space = Space::None;
+      for (Role r : f.parts) {
+        Space sp = role_desc(a, r).axis0;
+        if (space_size.count(sp)) {
+          known += space_size[sp];
+        } else {
+          if (unknown && sp != unknown_space)
+            throw RuntimeError("architecture table '" + a.family + "': '" + f.pattern + "' has parts of two unstated sizes");
+          unknown++;
+          unknown_space = sp;
+        }
+      }
+      if (unknown) {
+        if (rows <= known || (rows - known) % unknown != 0)
+          throw input_error(source, "tensor '" + name + "' has " + std::to_string(rows) + " rows, which do not split into its " +
+                                        std::to_string(f.parts.size()) + " parts (" + std::to_string(known) + " rows stated by the layer's other tensors)");
+        space_size[unknown_space] = (rows - known) / unknown;
+      } else if (rows != known) {
+        throw input_error(source, "tensor '" + name + "' has " + std::to_string(rows) + " rows, expected " + std::to_string(known) +
+                                      " (the sum of its parts)");
+      }
+      int64_t r0 = 0;
+      for (Role r : f.parts) {
+        const int64_t n = space_size[role_desc(a, r).axis0];
+        tensors[layer_tensor_name(a, r, l)] = t.row_view(r0, n);
+        r0 += n;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
+  const ArchDesc& arch = arch_for_model_type(cfg.model_type, source + "/config.json");
+  split_fused_tensors(arch, cfg.n_layer, tensors, source);
+  return from_role_tensors(std::move(cfg), std::move(tensors), source);
+}
+
+Model Model::from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
   Model m;
   m.cfg = std::move(cfg);
   m.arch = &arch_for_model_type(m.cfg.model_type, source + "/config.json");
@@ -59,7 +133,7 @@ Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors
     m.global[size_t(g)] = take(d.pattern, optional);
   }
   if (!m.cfg.tied && m.global[size_t(GlobalRole::LmHead)].empty())
-    throw input_error(source, "missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
+    throw input_error(source, std::string("missing tensor '") + m.arch->global[size_t(GlobalRole::LmHead)].pattern + "' (tie_word_embeddings is false)");
   if (m.cfg.tied && !m.global[size_t(GlobalRole::LmHead)].empty()) {
     // Some tied checkpoints also store lm_head; the embedding is authoritative when tied.
     m.global[size_t(GlobalRole::LmHead)] = Tensor{};
@@ -90,9 +164,10 @@ void Model::validate_and_derive_sizes(const std::string& source) {
   auto expect_matrix = [&](const Tensor& t, const std::string& name) {
     if (t.ndim() != 2) throw input_error(source, "tensor '" + name + "' must be 2-D, has shape " + shape_str(t.shape));
   };
-  expect(embed(), "model.embed_tokens.weight", {V, C});
-  expect(final_norm(), "model.norm.weight", {C});
-  if (!cfg.tied) expect(global[size_t(GlobalRole::LmHead)], "lm_head.weight", {V, C});
+  auto gname = [&](GlobalRole g) { return std::string(arch->global[size_t(g)].pattern); };
+  expect(embed(), gname(GlobalRole::Embed), {V, C});
+  expect(final_norm(), gname(GlobalRole::FinalNorm), {C});
+  if (!cfg.tied) expect(global[size_t(GlobalRole::LmHead)], gname(GlobalRole::LmHead), {V, C});
   DType dt = embed().dtype;
   cfg.layers.assign(layers.size(), LayerConfig{});
   for (size_t l = 0; l < layers.size(); l++) {
@@ -139,6 +214,35 @@ void Model::validate_and_derive_sizes(const std::string& source) {
   }
 }
 
+void Model::for_each_stored_tensor(
+    const std::function<void(const std::string&, const std::vector<const Tensor*>&)>& fn) const {
+  fn(arch->global[size_t(GlobalRole::Embed)].pattern, {&embed()});
+  for (size_t l = 0; l < layers.size(); l++) {
+    std::vector<const FusedTensor*> done;
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const Tensor& t = layers[l].w[size_t(r)];
+      if (t.empty()) continue;
+      const FusedTensor* f = fused_of(*arch, Role(r));
+      if (!f) {
+        fn(layer_tensor_name(*arch, Role(r), int(l)), {&t});
+        continue;
+      }
+      if (std::find(done.begin(), done.end(), f) != done.end()) continue;
+      done.push_back(f);
+      std::vector<const Tensor*> parts;
+      for (Role p : f->parts) {
+        const Tensor& pt = layers[l][p];
+        if (pt.empty()) throw RuntimeError("layer " + std::to_string(l) + ": '" + fused_tensor_name(*f, int(l)) + "' lacks its part '" +
+                                           role_desc(*arch, p).name + "'");
+        parts.push_back(&pt);
+      }
+      fn(fused_tensor_name(*f, int(l)), parts);
+    }
+  }
+  fn(arch->global[size_t(GlobalRole::FinalNorm)].pattern, {&final_norm()});
+  if (!cfg.tied) fn(arch->global[size_t(GlobalRole::LmHead)].pattern, {&global[size_t(GlobalRole::LmHead)]});
+}
+
 void Model::for_each_tensor(const std::function<void(const std::string&, const Tensor&)>& fn) const {
   fn(arch->global[size_t(GlobalRole::Embed)].pattern, embed());
   for (size_t l = 0; l < layers.size(); l++)
@@ -161,6 +265,21 @@ int64_t Model::n_params() const {
   int64_t n = 0;
   for_each_tensor([&](const std::string&, const Tensor& t) { n += t.numel(); });
   return n;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_for_model(const fs::path& dir) {
+  TokenizerExtras extras;
+  std::error_code ec;
+  if (fs::exists(dir / "config.json", ec)) {
+    std::ifstream in(dir / "config.json");
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("model_type") && j["model_type"].is_string()) {
+      const ArchDesc& a = arch_for_model_type(j["model_type"].get<std::string>(), (dir / "config.json").string());
+      for (const char* s : a.tokenizer.appended_specials) extras.sp_appended_specials.push_back(s);
+      for (const auto& alts : a.tokenizer.prefix) extras.prefix.emplace_back(alts.begin(), alts.end());
+    }
+  }
+  return load_tokenizer(dir, extras);
 }
 
 ParamCounts count_params(const Model& m) {
@@ -196,9 +315,27 @@ void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs
 void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs::path& source_dir, const TensorBytes& bytes) {
   SafetensorsWriter w;
   w.set_metadata("format", "pt");
-  m.for_each_tensor([&](const std::string& name, const Tensor& t) {
-    Tensor keep = t;
-    w.add(name, dtype, t.shape, [keep, name, &bytes](void* dst) { bytes(name, keep, dst); });
+  m.for_each_stored_tensor([&](const std::string& name, const std::vector<const Tensor*>& parts) {
+    if (parts.size() == 1) {
+      Tensor keep = *parts[0];
+      w.add(name, dtype, keep.shape, [keep, name, &bytes](void* dst) { bytes(name, keep, dst); });
+      return;
+    }
+    // A fused tensor: its parts' rows one after another (rows are contiguous in row-major order).
+    std::vector<Tensor> keep;
+    std::vector<int64_t> shape = parts[0]->shape;
+    shape[0] = 0;
+    for (const Tensor* p : parts) {
+      keep.push_back(*p);
+      shape[0] += p->dim(0);
+    }
+    w.add(name, dtype, shape, [keep, name, dtype, &bytes](void* dst) {
+      auto* out = static_cast<uint8_t*>(dst);
+      for (const Tensor& p : keep) {
+        bytes(name, p, out);
+        out += size_t(p.numel()) * dtype_size(dtype);
+      }
+    });
   });
   w.write(dir / "model.safetensors");
   nlohmann::json cfg = m.cfg.to_json();
