@@ -20,8 +20,12 @@ const float* as_f32(const Tensor& t, std::vector<float>& scratch) {
   return scratch.data();
 }
 
-void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N) {
+void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N, int small_m_max) {
   const int V = int(W.dim(0)), C = int(W.dim(1));
+  if (N <= small_m_max) {
+    k::linear_small_m(out, ldo, inp, W.data, W.dtype, nullptr, N, C, V);
+    return;
+  }
   if (W.dtype == DType::F32 && ldo == V) {
     k::linear_forward(out, inp, W.f32(), nullptr, N, C, V);
     return;
@@ -43,14 +47,22 @@ void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, in
   }
 }
 
-void LayerF32::load(const Model& m, int layer) {
+void LayerF32::load(const Model& m, int layer, bool convert_matrices) {
   if (m.release_pages && loaded_model == &m && loaded_layer >= 0 && loaded_layer != layer &&
       loaded_layer < int(m.layers.size()))
-    for (const Tensor& t : m.layers[size_t(loaded_layer)].w)
-      if (t.dtype == DType::F32) release_mapped_pages(t);
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const Tensor& t = m.layers[size_t(loaded_layer)].w[size_t(r)];
+      if (t.dtype == DType::F32 || (!matrices_converted && is_matrix_role(Role(r)))) release_mapped_pages(t);
+    }
   const LayerWeights& L = m.layers[size_t(layer)];
+  matrices_converted = convert_matrices;
   for (int r = 0; r < kNumLayerRoles; r++) {
     const Tensor& t = L.w[size_t(r)];
+    stored[size_t(r)] = t.empty() ? nullptr : &t;
+    if (!convert_matrices && is_matrix_role(Role(r))) {
+      ptr[size_t(r)] = t.dtype == DType::F32 ? t.f32() : nullptr;
+      continue;
+    }
     ptr[size_t(r)] = as_f32(t, buf[size_t(r)]);
     if (m.release_pages && t.dtype != DType::F32) release_mapped_pages(t);
   }
@@ -107,6 +119,15 @@ void Runner::embed(const int32_t* tokens, int N, float* x) const {
     to_f32(E.dtype, static_cast<const uint8_t*>(E.data) + size_t(tokens[n]) * C * es, x + size_t(n) * C, size_t(C));
 }
 
+void Runner::project(const LayerF32& w, Role r, Role bias, float* out, const float* inp, int N, int C, int O) const {
+  const float* b = bias == Role::Count ? nullptr : w[bias];
+  const Tensor* W = w.stored[size_t(r)];  // every projection role is present (validated at load)
+  if (!w.matrices_converted)
+    k::linear_small_m(out, O, inp, W->data, W->dtype, b, N, C, O);  // weights as stored
+  else
+    k::linear_forward(out, inp, w[r], b, N, C, O);
+}
+
 void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts) {
   const LayerConfig& lc = m_.cfg.layers[size_t(l)];
   const int C = m_.cfg.hidden, H = lc.n_head, KVH = lc.n_kv_head, D = lc.head_dim, F = lc.d_ff;
@@ -126,9 +147,9 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
 
   const float eps = float(m_.cfg.rms_eps);
   k::rmsnorm_forward(a.xn1.data(), a.rstd1.data(), x, w[Role::AttnNorm], N, C, eps);
-  k::linear_forward(a.q.data(), a.xn1.data(), w[Role::Q], w[Role::QBias], N, C, QD);
-  k::linear_forward(a.k.data(), a.xn1.data(), w[Role::K], w[Role::KBias], N, C, KD);
-  k::linear_forward(a.v.data(), a.xn1.data(), w[Role::V], w[Role::VBias], N, C, KD);
+  project(w, Role::Q, Role::QBias, a.q.data(), a.xn1.data(), N, C, QD);
+  project(w, Role::K, Role::KBias, a.k.data(), a.xn1.data(), N, C, KD);
+  project(w, Role::V, Role::VBias, a.v.data(), a.xn1.data(), N, C, KD);
   if (hook_) {
     hook_->forward(l, Role::Q, a.xn1.data(), a.q.data(), N, C, QD);
     hook_->forward(l, Role::K, a.xn1.data(), a.k.data(), N, C, KD);
@@ -158,14 +179,14 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   }
   // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
   std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
-  k::linear_forward(proj.data(), a.att.data(), w[Role::O], nullptr, N, QD, C);
+  project(w, Role::O, Role::Count, proj.data(), a.att.data(), N, QD, C);
   if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
   if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
 
   k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
-  k::linear_forward(a.gate.data(), a.xn2.data(), w[Role::Gate], nullptr, N, C, F);
-  k::linear_forward(a.up.data(), a.xn2.data(), w[Role::Up], nullptr, N, C, F);
+  project(w, Role::Gate, Role::Count, a.gate.data(), a.xn2.data(), N, C, F);
+  project(w, Role::Up, Role::Count, a.up.data(), a.xn2.data(), N, C, F);
   if (hook_) {
     hook_->forward(l, Role::Gate, a.xn2.data(), a.gate.data(), N, C, F);
     hook_->forward(l, Role::Up, a.xn2.data(), a.up.data(), N, C, F);
@@ -174,7 +195,7 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   // The MLP output goes into a scratch row block, then the residual add.
   std::vector<float>& out = scratch_.x_mid;
   sz(out, size_t(N) * C);
-  k::linear_forward(out.data(), a.h.data(), w[Role::Down], nullptr, N, F, C);
+  project(w, Role::Down, Role::Count, out.data(), a.h.data(), N, F, C);
   if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
 }
@@ -183,7 +204,7 @@ void Runner::head(const float* x, int N, float* xn, float* rstd, float* logits) 
   std::vector<float> nscratch;
   const float* nw = as_f32(m_.final_norm(), nscratch);
   k::rmsnorm_forward(xn, rstd, x, nw, N, m_.cfg.hidden, float(m_.cfg.rms_eps));
-  linear_any_dtype(logits, m_.cfg.vocab, xn, m_.lm_head(), N);
+  linear_any_dtype(logits, m_.cfg.vocab, xn, m_.lm_head(), N, small_m_max_);
   if (m_.release_pages) release_mapped_pages(m_.lm_head());
 }
 
@@ -191,8 +212,9 @@ void Runner::forward(const int32_t* tokens, int B, int T, float* logits, KVCache
   const int C = m_.cfg.hidden, N = B * T;
   std::vector<float> x(size_t(N) * C);
   embed(tokens, N, x.data());
+  const bool as_stored = N <= small_m_max_;  // a few rows: stream the weights, convert nothing
   for (int l = 0; l < m_.cfg.n_layer; l++) {
-    w_.load(m_, l);
+    w_.load(m_, l, !as_stored);
     layer_forward(l, w_, x.data(), B, T, cache, nullptr);
   }
   if (cache) cache->len += T;

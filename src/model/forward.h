@@ -1,10 +1,13 @@
 #pragma once
 // The forward pass over a Model, layer by layer. Weights are converted to fp32 one layer at a
-// time into buffers reused across layers (no fp32 copy of the whole model).
+// time into buffers reused across layers (no fp32 copy of the whole model). Forwards of a few
+// rows (decode steps; N <= Runner::small_m_max()) convert nothing: their projections read the
+// weights as stored (kernels/gemv.h).
 // Glossary: B = sequences, T = tokens per sequence, N = B*T rows, C = hidden, V = vocab.
 #include <array>
 #include <vector>
 
+#include "kernels/gemv.h"
 #include "model/model.h"
 
 namespace llmprune {
@@ -12,16 +15,23 @@ namespace llmprune {
 // fp32 pointer for a tensor: the tensor itself when stored as F32, else a converted copy in `scratch`.
 const float* as_f32(const Tensor& t, std::vector<float>& scratch);
 
-// out[N, V] (row stride ldo) = inp[N, C] . W[V, C]^T for a weight in any dtype, converting
-// blocks of rows at a time so a bf16 lm_head never needs a full fp32 copy.
-void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N);
+// out[N, V] (row stride ldo) = inp[N, C] . W[V, C]^T for a weight in any dtype. Up to
+// small_m_max rows W is read as stored (kernels::linear_small_m; Runner passes its own limit);
+// above, blocks of rows are converted at a time so a bf16 lm_head never needs a full fp32 copy.
+void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N, int small_m_max = 0);
 
+// One layer's weights for the forward: fp32 pointers (converted copies in `buf`, or the tensors
+// themselves when stored as F32), or — loaded with convert_matrices = false, for forwards of
+// a few rows — the projection matrices left as stored (`stored`, ptr null unless F32): only
+// norms and biases are converted.
 struct LayerF32 {
   std::array<const float*, kNumLayerRoles> ptr{};
+  std::array<const Tensor*, kNumLayerRoles> stored{};  // the layer's tensors (null: absent)
   std::array<std::vector<float>, kNumLayerRoles> buf;
-  // With m.release_pages, drops the layer's mapped pages once converted (F32 storage, whose
-  // pointers alias the mapping: the previously loaded layer's pages, at the next load).
-  void load(const Model& m, int layer);
+  bool matrices_converted = true;
+  // With m.release_pages, drops the layer's mapped pages once converted (pages used in place —
+  // F32 storage, or matrices left as stored — are dropped at the next load).
+  void load(const Model& m, int layer, bool convert_matrices = true);
   const Model* loaded_model = nullptr;
   int loaded_layer = -1;
   const float* operator[](Role r) const { return ptr[size_t(r)]; }
@@ -84,9 +94,16 @@ class Runner {
   const RopeTables& rope() const { return rope_; }
   void set_hook(LinearHook* h) { hook_ = h; }
   LinearHook* hook() const { return hook_; }
+  // forward() with N = B*T <= this many rows reads the weights as stored (no per-layer fp32
+  // conversion); 0 always converts (the reference path tests and benchmarks compare against).
+  void set_small_m_max(int rows) { small_m_max_ = rows; }
+  int small_m_max() const { return small_m_max_; }
 
  private:
+  // out[N, O] = inp[N, C] . W^T (+ bias) for projection role r of w, as w was loaded.
+  void project(const LayerF32& w, Role r, Role bias, float* out, const float* inp, int N, int C, int O) const;
   LinearHook* hook_ = nullptr;
+  int small_m_max_ = kernels::kSmallMMax;
   const Model& m_;
   RopeTables rope_;
   LayerF32 w_;
