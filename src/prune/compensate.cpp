@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/names.h"
 #include "kernels/ops.h"
 #include "model/forward.h"
 #include "prune/surgery.h"
@@ -23,23 +24,16 @@ void dpotrs_(const char* uplo, const int* n, const int* nrhs, const double* a, c
 
 namespace llmprune {
 
-Compensation parse_compensation(const std::string& s) {
-  if (s == "none") return Compensation::None;
-  if (s == "bias") return Compensation::Bias;
-  if (s == "lstsq") return Compensation::Lstsq;
-  if (s == "bias+lstsq") return Compensation::BiasLstsq;
-  throw UserError("--compensate '" + s + "' is not one of none, bias, lstsq, bias+lstsq");
-}
+namespace {
+constexpr NameTable<Compensation, 4> kCompensationNames{{{Compensation::None, "none"},
+                                                        {Compensation::Bias, "bias"},
+                                                        {Compensation::Lstsq, "lstsq"},
+                                                        {Compensation::BiasLstsq, "bias+lstsq"}}};
+}  // namespace
 
-std::string compensation_name(Compensation c) {
-  switch (c) {
-    case Compensation::None: return "none";
-    case Compensation::Bias: return "bias";
-    case Compensation::Lstsq: return "lstsq";
-    case Compensation::BiasLstsq: return "bias+lstsq";
-  }
-  return "?";
-}
+Compensation parse_compensation(const std::string& s) { return parse_name(kCompensationNames, s, "--compensate"); }
+
+std::string compensation_name(Compensation c) { return name_of(kCompensationNames, c); }
 
 bool compensation_has_bias(Compensation c) { return c == Compensation::Bias || c == Compensation::BiasLstsq; }
 bool compensation_has_lstsq(Compensation c) { return c == Compensation::Lstsq || c == Compensation::BiasLstsq; }
