@@ -144,14 +144,14 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   }
   // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
   std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
-  k::linear_forward(proj.data(), a.att.data(), w[Role::O], nullptr, N, QD, C);
+  k::linear_forward(proj.data(), a.att.data(), w[Role::O], w[Role::OBias], N, QD, C);
   if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
   if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
 
   k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
-  k::linear_forward(a.gate.data(), a.xn2.data(), w[Role::Gate], nullptr, N, C, F);
-  k::linear_forward(a.up.data(), a.xn2.data(), w[Role::Up], nullptr, N, C, F);
+  k::linear_forward(a.gate.data(), a.xn2.data(), w[Role::Gate], w[Role::GateBias], N, C, F);
+  k::linear_forward(a.up.data(), a.xn2.data(), w[Role::Up], w[Role::UpBias], N, C, F);
   if (hook_) {
     hook_->forward(l, Role::Gate, a.xn2.data(), a.gate.data(), N, C, F);
     hook_->forward(l, Role::Up, a.xn2.data(), a.up.data(), N, C, F);
@@ -160,7 +160,7 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   // The MLP output goes into a scratch row block, then the residual add.
   std::vector<float>& out = scratch_.x_mid;
   sz(out, size_t(N) * C);
-  k::linear_forward(out.data(), a.h.data(), w[Role::Down], nullptr, N, F, C);
+  k::linear_forward(out.data(), a.h.data(), w[Role::Down], w[Role::DownBias], N, F, C);
   if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
 }
