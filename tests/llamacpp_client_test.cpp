@@ -1,6 +1,6 @@
 // llama.cpp as a real client of our GGUF exports: node-llama-cpp 3.21.1 (tools/llamacpp, with its
 // prebuilt CPU llama.cpp, installed by scripts/install-llamacpp.sh) loads each exported model —
-// uniform `llama` and ragged `deci`, f32 and bf16, with and without q/k/v biases — and must agree
+// uniform `llama` and ragged `deci`, f32 and bf16, with and without q/k/v biases and with every bias (attention_bias + mlp_bias) — and must agree
 // with llmprune on tokenisation, greedy generation (`llmprune generate --temperature 0` on the
 // same .gguf) and next-token log-probabilities. docs/export.md, "Checked against llama.cpp".
 #include <gtest/gtest.h>
@@ -47,8 +47,9 @@ std::string missing_client() {
   return "fail: tools/llamacpp/node_modules is missing although npm works: run scripts/install-llamacpp.sh";
 }
 
-// The fixture model with small random q/k/v biases added (as a qwen2-style checkpoint has them).
-Model with_qkv_biases(const Model& m, uint32_t seed) {
+// The fixture model with small random q/k/v biases added (as a qwen2-style checkpoint has them),
+// and with `all`, o and gate/up/down biases too (HF LLaMA's attention_bias + mlp_bias).
+Model with_qkv_biases(const Model& m, uint32_t seed, bool all = false) {
   std::map<std::string, Tensor> t;
   m.for_each_tensor([&](const std::string& name, const Tensor& x) { t.emplace(name, x); });
   std::mt19937 rng(seed);
@@ -63,6 +64,12 @@ Model with_qkv_biases(const Model& m, uint32_t seed) {
     t[p + "q_proj.bias"] = bias(m.cfg.layers[size_t(l)].q_dim());
     t[p + "k_proj.bias"] = bias(m.cfg.layers[size_t(l)].kv_dim());
     t[p + "v_proj.bias"] = bias(m.cfg.layers[size_t(l)].kv_dim());
+    if (!all) continue;
+    const std::string mlp = "model.layers." + std::to_string(l) + ".mlp.";
+    t[p + "o_proj.bias"] = bias(m.cfg.hidden);
+    t[mlp + "gate_proj.bias"] = bias(m.cfg.layers[size_t(l)].d_ff);
+    t[mlp + "up_proj.bias"] = bias(m.cfg.layers[size_t(l)].d_ff);
+    t[mlp + "down_proj.bias"] = bias(m.cfg.hidden);
   }
   Model b = Model::from_tensors(m.cfg, std::move(t), "with-biases");
   b.dir = m.dir;
@@ -121,6 +128,9 @@ TEST(LlamaCppClient, NodeLlamaCppAgreesWithLlmprune) {
   cases.push_back({"pruned-bf16", pruned_fixture(mha), DType::BF16, "deci"});
   // Pruned heads with biases: the q bias has 5 heads' rows, not hidden-size rows.
   cases.push_back({"pruned-bias-f32", with_qkv_biases(pruned, 11), DType::F32, "deci"});
+  // attention_bias + mlp_bias: bo and the three ffn biases too, uniform and pruned.
+  cases.push_back({"all-bias-f32", with_qkv_biases(mha, 13, true), DType::F32, "llama"});
+  cases.push_back({"pruned-all-bias-f32", with_qkv_biases(pruned, 17, true), DType::F32, "deci"});
 
   auto tok = load_tokenizer(mha_dir);  // every case shares the fixture SentencePiece tokenizer
   const std::string prompt = "In the beginning God";

@@ -10,13 +10,19 @@
 //   - its tokenizer conventions (special tokens appended after the vocabulary, the prompt prefix).
 // Everything above arch/ works on separate roles; nothing else knows a family's names or keys.
 #include <array>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace llmprune {
 
-// Per-layer tensor roles, in execution order.
-enum class Role : int { AttnNorm, Q, QBias, K, KBias, V, VBias, O, MlpNorm, Gate, Up, Down, Count };
+// Per-layer tensor roles, in execution order, then the biases added later (o, gate, up, down):
+// appended so that role numbers, which seed LoRA's initialisation and dropout, stay put.
+enum class Role : int {
+  AttnNorm, Q, QBias, K, KBias, V, VBias, O, MlpNorm, Gate, Up, Down,
+  OBias, GateBias, UpBias, DownBias,
+  Count
+};
 constexpr int kNumLayerRoles = int(Role::Count);
 
 // Whole-model tensor roles.
@@ -29,12 +35,22 @@ constexpr int kNumGlobalRoles = int(GlobalRole::Count);
 enum class Space : int { None, Hidden, Vocab, QHeads, KVHeads, Mlp };
 
 struct RoleDesc {
-  const char* name;     // short name used in CLI flags and reports: "q", "gate", ...
+  const char* name;     // short name used in CLI flags and reports: "q", "gate", "o_bias", ...
   const char* pattern;  // HF tensor name; "%d" is the layer index. nullptr: stored inside a fused tensor
   Space axis0, axis1;   // axis1 = None for vectors; matrices are [out, in] as in nn.Linear
-  bool optional;        // biases: present in some families only
+  bool optional;        // biases: present in some families / configs only (see BiasSwitch)
   bool is_norm, is_bias;
-  const char* gguf;     // llama.cpp tensor name stem ("blk.%d.attn_q"); unused for fused parts
+  const char* gguf;     // llama.cpp tensor name stem ("blk.%d.attn_q"); a bias adds ".bias"; unused for fused parts
+  Role bias_of = Role::Count;  // a bias: the matrix whose output [N, rows] it is added to
+};
+
+// Biases a family carries, switched on together by one config.json boolean (HF LLaMA's
+// `attention_bias` puts a bias on q, k, v and o; `mlp_bias` on gate, up and down; ChatGLM's
+// `add_qkv_bias` on the fused query_key_value).
+// config_key == nullptr: always present (Qwen2's q/k/v biases).
+struct BiasSwitch {
+  const char* config_key;
+  std::vector<Role> roles;
 };
 
 // A stored tensor made of several roles concatenated along axis 0 (rows; for vectors, entries),
@@ -98,7 +114,7 @@ struct ArchDesc {
   std::string family;                    // "llama" (also mistral), "qwen2", "chatglm"
   std::array<RoleDesc, kNumLayerRoles> layer;
   std::array<RoleDesc, kNumGlobalRoles> global;
-  bool qkv_bias_expected;                // the family ships q/k/v biases
+  std::vector<BiasSwitch> bias_switches;  // a bias role in none of them is never present
   // Class-name stem of the transformers remote code written beside ragged models
   // (model/hf_code.h: "Llama" -> modeling_llmprune.LlmpruneLlamaForCausalLM); "" = none exists,
   // a ragged model of the family then loads in llmprune and llama.cpp only.
@@ -127,8 +143,21 @@ std::string layer_tensor_name(const ArchDesc& a, Role r, int layer);
 // The fused tensor holding role r, or nullptr when r is stored on its own.
 const FusedTensor* fused_of(const ArchDesc& a, Role r);
 std::string fused_tensor_name(const FusedTensor& f, int layer);
-// Role of a short name ("q", "k", "v", "o", "gate", "up", "down"); false if unknown.
+// Role of a projection's short name ("q", "k", "v", "o", "gate", "up", "down"); false if unknown.
 bool role_from_short_name(const std::string& s, Role* out);
+// Weight-matrix roles (projections), in execution order; the same in every family.
+const std::vector<Role>& matrix_roles();
 bool is_matrix_role(Role r);
+// The bias role of projection `matrix` in table a (Role::Count when the table has none).
+Role bias_role_of(const ArchDesc& a, Role matrix);
+
+// Whether a model with config.json `cfg` carries bias role r.
+enum class Presence { Absent, Optional, Required };
+// Required when its switch has no key or the key is true, Absent when the key is false or the
+// family carries no such bias, Optional when the key is missing (older checkpoints with q/k/v
+// biases and no attention_bias key). A key that is not a boolean is a UserError naming the file.
+Presence bias_presence(const ArchDesc& a, Role r, const nlohmann::json& cfg, const std::string& config_file);
+// The switch holding bias role r, or nullptr.
+const BiasSwitch* bias_switch_of(const ArchDesc& a, Role r);
 
 }  // namespace llmprune

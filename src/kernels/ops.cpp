@@ -39,13 +39,15 @@ void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, co
   if (N == 0 || O == 0 || C == 0) return;
   if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, O, 1.0f, dout, O, W, C, 1.0f, dinp, C);
   if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, C, N, 1.0f, dout, O, inp, C, 1.0f, dW, C);
-  if (dbias) {
+  if (dbias) bias_backward(dbias, dout, N, O);
+}
+
+void bias_backward(float* dbias, const float* dout, int N, int O) {
 #pragma omp parallel for if (size_t(N) * O > kParallelMin)
-    for (int o = 0; o < O; o++) {
-      float s = 0;
-      for (int n = 0; n < N; n++) s += dout[size_t(n) * O + o];
-      dbias[o] += s;
-    }
+  for (int o = 0; o < O; o++) {
+    float s = 0;
+    for (int n = 0; n < N; n++) s += dout[size_t(n) * O + o];
+    dbias[o] += s;
   }
 }
 

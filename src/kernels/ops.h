@@ -15,6 +15,8 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
 // dinp[N,C] += dout . W ; dW[O,C] += dout^T . inp ; dbias[O] += sum_n dout. Null pointers skip.
 void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, const float* inp, const float* W,
                      int N, int C, int O);
+// dbias[O] += sum over the N rows of dout[N,O] (the bias part of linear_backward).
+void bias_backward(float* dbias, const float* dout, int N, int O);
 
 // Per-sample statistics of a linear layer's weight gradient over B samples of T rows:
 // g[O,C] += sum_j s_j*dW_j / B and a[O,C] += sum_j (s_j*dW_j)^2 / B, dW_j = dout_j^T . inp_j.

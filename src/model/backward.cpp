@@ -185,8 +185,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     auto bias_grad = [&](Role r, const float* dout, int out_dim) {
       if (!w[r] || !wg) return;
       accumulate_grad(gs[size_t(r)], size_t(out_dim), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-        for (int n = r0; n < r0 + rows; n++)
-          for (int o = 0; o < out_dim; o++) dst[o] += dout[size_t(n) * out_dim + o];
+        k::bias_backward(dst, dout + size_t(r0) * out_dim, rows, out_dim);
       });
     };
     // MLP: x_out = x_mid + down(silu(gate(xn2)) * up(xn2))
@@ -194,6 +193,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     dh.assign(size_t(N) * F, 0.0f);
     k::linear_backward(dh.data(), nullptr, nullptr, dx.data(), acts.h.data(), w[Role::Down], N, F, C);
     lin_grad(Role::Down, dx.data(), acts.h.data(), F, C, dh.data());
+    bias_grad(Role::DownBias, dx.data(), C);
     dgate.assign(size_t(N) * F, 0.0f);
     dup.assign(size_t(N) * F, 0.0f);
     k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
@@ -202,6 +202,8 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     k::linear_backward(dxn2.data(), nullptr, nullptr, dup.data(), acts.xn2.data(), w[Role::Up], N, C, F);
     lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
     lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F, dxn2.data());
+    bias_grad(Role::GateBias, dgate.data(), F);
+    bias_grad(Role::UpBias, dup.data(), F);
     k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
     if (wg) accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
       k::rmsnorm_backward(nullptr, dst, dxn2.data() + size_t(r0) * C, acts.x_mid.data() + size_t(r0) * C, w[Role::MlpNorm],
@@ -211,6 +213,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     datt.assign(size_t(N) * QD, 0.0f);
     k::linear_backward(datt.data(), nullptr, nullptr, dmid.data(), acts.att.data(), w[Role::O], N, QD, C);
     lin_grad(Role::O, dmid.data(), acts.att.data(), QD, C, datt.data());
+    bias_grad(Role::OBias, dmid.data(), C);
     dq.assign(size_t(N) * QD, 0.0f);
     dk.assign(size_t(N) * KD, 0.0f);
     dv.assign(size_t(N) * KD, 0.0f);

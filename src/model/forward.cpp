@@ -179,14 +179,14 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   }
   // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
   std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
-  project(w, Role::O, Role::Count, proj.data(), a.att.data(), N, QD, C);
+  project(w, Role::O, Role::OBias, proj.data(), a.att.data(), N, QD, C);
   if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
   if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
 
   k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
-  project(w, Role::Gate, Role::Count, a.gate.data(), a.xn2.data(), N, C, F);
-  project(w, Role::Up, Role::Count, a.up.data(), a.xn2.data(), N, C, F);
+  project(w, Role::Gate, Role::GateBias, a.gate.data(), a.xn2.data(), N, C, F);
+  project(w, Role::Up, Role::UpBias, a.up.data(), a.xn2.data(), N, C, F);
   if (hook_) {
     hook_->forward(l, Role::Gate, a.xn2.data(), a.gate.data(), N, C, F);
     hook_->forward(l, Role::Up, a.xn2.data(), a.up.data(), N, C, F);
@@ -195,7 +195,7 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   // The MLP output goes into a scratch row block, then the residual add.
   std::vector<float>& out = scratch_.x_mid;
   sz(out, size_t(N) * C);
-  project(w, Role::Down, Role::Count, out.data(), a.h.data(), N, F, C);
+  project(w, Role::Down, Role::DownBias, out.data(), a.h.data(), N, F, C);
   if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
 }

@@ -140,15 +140,30 @@ Model Model::from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> te
   }
   // Grown layer by layer: a config claiming more layers than the checkpoint holds fails on the
   // first missing tensor instead of allocating num_hidden_layers slots up front.
+  // Which biases this model carries: the family's table, switched by config.json keys.
+  std::array<Presence, kNumLayerRoles> presence{};
+  for (int r = 0; r < kNumLayerRoles; r++) {
+    const RoleDesc& d = m.arch->layer[size_t(r)];
+    presence[size_t(r)] = !d.is_bias ? (d.optional ? Presence::Optional : Presence::Required)
+                                     : bias_presence(*m.arch, Role(r), m.cfg.raw, source + "/config.json");
+  }
   for (int l = 0; l < m.cfg.n_layer; l++) {
     m.layers.emplace_back();
     for (int r = 0; r < kNumLayerRoles; r++) {
-      const RoleDesc& d = m.arch->layer[size_t(r)];
-      m.layers[size_t(l)].w[size_t(r)] = take(layer_tensor_name(*m.arch, Role(r), l), d.optional);
+      if (presence[size_t(r)] == Presence::Absent) continue;
+      m.layers[size_t(l)].w[size_t(r)] = take(layer_tensor_name(*m.arch, Role(r), l), presence[size_t(r)] == Presence::Optional);
     }
   }
   for (auto& [name, t] : tensors) {
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // old checkpoints carry this buffer
+    for (int l = 0; l < m.cfg.n_layer; l++)
+      for (int r = 0; r < kNumLayerRoles; r++) {
+        if (presence[size_t(r)] != Presence::Absent || name != layer_tensor_name(*m.arch, Role(r), l)) continue;
+        const BiasSwitch* sw = bias_switch_of(*m.arch, Role(r));
+        throw input_error(source, "unexpected tensor '" + name + "' (" +
+                                      (sw ? std::string("config.json sets ") + sw->config_key + " to false"
+                                          : m.arch->family + " has no " + role_desc(*m.arch, Role(r)).name) + ")");
+      }
     throw input_error(source, "unexpected tensor '" + name + "' (not part of a " + m.arch->family + " model; more layers than num_hidden_layers?)");
   }
   m.validate_and_derive_sizes(source);
@@ -203,13 +218,11 @@ void Model::validate_and_derive_sizes(const std::string& source) {
     expect(L[Role::Gate], nm(Role::Gate), {ff, C});
     expect(L[Role::Up], nm(Role::Up), {ff, C});
     expect(L[Role::Down], nm(Role::Down), {C, ff});
-    if (!L[Role::QBias].empty()) expect(L[Role::QBias], nm(Role::QBias), {qrows});
-    if (!L[Role::KBias].empty()) expect(L[Role::KBias], nm(Role::KBias), {kvrows});
-    if (!L[Role::VBias].empty()) expect(L[Role::VBias], nm(Role::VBias), {kvrows});
-    bool any_bias = !L[Role::QBias].empty() || !L[Role::KBias].empty() || !L[Role::VBias].empty();
-    bool all_bias = !L[Role::QBias].empty() && !L[Role::KBias].empty() && !L[Role::VBias].empty();
-    if (any_bias != all_bias) throw input_error(source, "layer " + std::to_string(l) + ": q/k/v biases must be all present or all absent");
-    if (arch->qkv_bias_expected && !all_bias) throw input_error(source, "missing tensor '" + nm(Role::QBias) + "' (" + arch->family + " has q/k/v biases)");
+    // A bias has one entry per output row of its projection.
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const RoleDesc& d = role_desc(*arch, Role(r));
+      if (d.is_bias && !L.w[size_t(r)].empty()) expect(L.w[size_t(r)], nm(Role(r)), {L[d.bias_of].dim(0)});
+    }
     cfg.layers[l] = lc;
   }
 }
@@ -289,12 +302,34 @@ ParamCounts count_params(const Model& m) {
   p.norms = m.final_norm().numel();
   for (auto& L : m.layers) {
     p.norms += L[Role::AttnNorm].numel() + L[Role::MlpNorm].numel();
-    for (Role r : {Role::Q, Role::QBias, Role::K, Role::KBias, Role::V, Role::VBias, Role::O})
-      if (!L[r].empty()) p.attention += L[r].numel();
-    for (Role r : {Role::Gate, Role::Up, Role::Down}) p.mlp += L[r].numel();
+    // Projections and their biases: attention's are those with a head axis.
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const RoleDesc& d = role_desc(*m.arch, Role(r));
+      if (d.is_norm || L.w[size_t(r)].empty()) continue;
+      const RoleDesc& mat = d.is_bias ? role_desc(*m.arch, d.bias_of) : d;
+      const bool heads = mat.axis0 == Space::QHeads || mat.axis0 == Space::KVHeads || mat.axis1 == Space::QHeads;
+      (heads ? p.attention : p.mlp) += L.w[size_t(r)].numel();
+    }
   }
   p.total = p.embed + p.lm_head + p.norms + p.attention + p.mlp;
   return p;
+}
+
+void set_bias_keys(const Model& m, nlohmann::json& cfg) {
+  for (const BiasSwitch& sw : m.arch->bias_switches) {
+    if (!sw.config_key) continue;
+    size_t present = 0;
+    for (const LayerWeights& L : m.layers)
+      for (Role r : sw.roles) present += !L[r].empty();
+    if (present == m.layers.size() * sw.roles.size() && present > 0) cfg[sw.config_key] = true;
+    else if (present == 0) {
+      if (cfg.contains(sw.config_key)) cfg[sw.config_key] = false;
+    } else {
+      // Some of the switch's biases only (an older checkpoint with q/k/v biases and no o bias):
+      // no value of the key describes it; without it the loader reads what is there.
+      cfg.erase(sw.config_key);
+    }
+  }
 }
 
 void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs::path& source_dir) {
@@ -339,6 +374,7 @@ void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs
   });
   w.write(dir / "model.safetensors");
   nlohmann::json cfg = m.cfg.to_json();
+  set_bias_keys(m, cfg);
   cfg["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
   // Ragged models: the Python that builds per-layer sizes in transformers, named by auto_map.
   if (set_hf_auto_map(cfg, m.cfg, *m.arch)) write_hf_code_files(dir);

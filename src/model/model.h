@@ -79,6 +79,9 @@ struct ParamCounts {
 };
 ParamCounts count_params(const Model& m);
 
+// Sets config.json's bias switches (attention_bias, mlp_bias) to the biases the model holds.
+void set_bias_keys(const Model& m, nlohmann::json& cfg);
+
 // Writes the model as an HF directory (config.json, model.safetensors, generation_config.json)
 // into `dir` (which must exist), converting weights to `dtype`, streaming tensor by tensor.
 // Tokenizer files of `source_dir` are copied when present.

@@ -18,8 +18,6 @@ namespace k = kernels;
 
 namespace {
 
-const std::array<Role, 7> kProjRoles{Role::Q, Role::K, Role::V, Role::O, Role::Gate, Role::Up, Role::Down};
-
 std::string trim_lower(std::string s) {
   size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
   s = b == std::string::npos ? "" : s.substr(b, e - b + 1);
@@ -30,16 +28,7 @@ std::string trim_lower(std::string s) {
 }  // namespace
 
 std::string lora_target_name(Role r) {
-  switch (r) {
-    case Role::Q: return "q";
-    case Role::K: return "k";
-    case Role::V: return "v";
-    case Role::O: return "o";
-    case Role::Gate: return "gate";
-    case Role::Up: return "up";
-    case Role::Down: return "down";
-    default: return "?";
-  }
+  return is_matrix_role(r) ? role_desc(arch_for_model_type("llama", "<builtin>"), r).name : "?";
 }
 
 std::string hf_module_name(Role r) { return lora_target_name(r) + "_proj"; }
@@ -62,7 +51,7 @@ std::vector<Role> parse_lora_targets(const std::string& list, const std::string&
     start = comma == std::string::npos ? list.size() + 1 : comma + 1;
     if (item.empty()) continue;
     if (item == "all") {
-      for (Role r : kProjRoles)
+      for (Role r : matrix_roles())
         if (std::find(out.begin(), out.end(), r) == out.end()) out.push_back(r);
       continue;
     }
@@ -75,7 +64,7 @@ std::vector<Role> parse_lora_targets(const std::string& list, const std::string&
   if (out.empty()) throw UserError(flag + ": no projection given");
   // Execution order, so adapters are laid out the same whatever order the flag lists them in.
   std::vector<Role> sorted;
-  for (Role r : kProjRoles)
+  for (Role r : matrix_roles())
     if (std::find(out.begin(), out.end(), r) != out.end()) sorted.push_back(r);
   return sorted;
 }
@@ -89,17 +78,19 @@ LoraAdapters::LoraAdapters(const Model& m, const LoraConfig& cfg) : m_(m), cfg_(
   for (int l = 0; l < L; l++) {
     const LayerConfig& lc = m.cfg.layers[size_t(l)];
     for (Role r : cfg_.targets) {
-      int in = 0, out = 0;
-      switch (r) {
-        case Role::Q: in = C; out = lc.q_dim(); break;
-        case Role::K:
-        case Role::V: in = C; out = lc.kv_dim(); break;
-        case Role::O: in = lc.q_dim(); out = C; break;
-        case Role::Gate:
-        case Role::Up: in = C; out = lc.d_ff; break;
-        case Role::Down: in = lc.d_ff; out = C; break;
-        default: throw UserError("LoRA cannot target " + lora_target_name(r));
-      }
+      if (!is_matrix_role(r)) throw UserError("LoRA cannot target " + lora_target_name(r));
+      // W is [out, in]: its row and column index spaces give the adapter's sizes.
+      auto size_of = [&](Space sp) {
+        switch (sp) {
+          case Space::Hidden: return C;
+          case Space::QHeads: return lc.q_dim();
+          case Space::KVHeads: return lc.kv_dim();
+          case Space::Mlp: return lc.d_ff;
+          default: return 0;
+        }
+      };
+      const RoleDesc& d = role_desc(*m.arch, r);
+      const int in = size_of(d.axis1), out = size_of(d.axis0);
       if (in == 0 || out == 0 || m.layers[size_t(l)][r].empty()) continue;
       LoraPair p;
       p.layer = l;

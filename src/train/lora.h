@@ -22,7 +22,7 @@ struct LoraConfig {
   int r = 8;
   double alpha = 16;
   double dropout = 0.05;
-  std::vector<Role> targets{Role::Q, Role::K, Role::V, Role::O, Role::Gate, Role::Up, Role::Down};
+  std::vector<Role> targets = matrix_roles();  // every projection
   uint64_t seed = 42;  // initialisation of A and the dropout masks
   double scale() const { return alpha / double(r); }
 };
