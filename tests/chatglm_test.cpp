@@ -20,6 +20,8 @@
 #include "model/backward.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/gguf_model.h"
+#include "prune/compensate.h"
 #include "prune/surgery.h"
 #include "test_util.h"
 #include "train/lora.h"
@@ -152,6 +154,7 @@ struct GlmSpec {
   int hidden = 32, head_dim = 8, vocab = 80;
   std::vector<LayerConfig> layers;  // n_head, n_kv_head, d_ff (head_dim from above)
   bool qkv_bias = true;
+  bool linear_bias = false;  // add_bias_linear: dense, dense_h_to_4h, dense_4h_to_h biases
   DType dtype = DType::F32;
   uint32_t seed = 3;
 };
@@ -174,6 +177,7 @@ json glm_config(const GlmSpec& s) {
   j["seq_length"] = 64;
   j["rope_ratio"] = 2.5;
   j["add_qkv_bias"] = s.qkv_bias;
+  j["add_bias_linear"] = s.linear_bias;
   return j;
 }
 
@@ -214,6 +218,11 @@ std::map<std::string, Tensor> glm_tensors(const GlmSpec& s) {
     t[p + "post_attention_layernorm.weight"] = rand_t({C}, rng, 0.2f, 1);
     t[p + "mlp.dense_h_to_4h.weight"] = rand_t({2 * F, C}, rng, 0.2f);
     t[p + "mlp.dense_4h_to_h.weight"] = rand_t({C, F}, rng, 0.2f);
+    if (s.linear_bias) {
+      t[p + "self_attention.dense.bias"] = rand_t({C}, rng, 0.2f);
+      t[p + "mlp.dense_h_to_4h.bias"] = rand_t({2 * F}, rng, 0.2f);
+      t[p + "mlp.dense_4h_to_h.bias"] = rand_t({C}, rng, 0.2f);
+    }
   }
   t["transformer.encoder.final_layernorm.weight"] = rand_t({C}, rng, 0.2f, 1);
   t["transformer.output_layer.weight"] = rand_t({s.vocab, C}, rng, 0.2f);
@@ -266,7 +275,6 @@ TEST(Chatglm, ConfigKeysAndRefusals) {
   };
   refused("rmsnorm", false, "LayerNorm with bias");
   refused("multi_query_attention", false, "per-head interleaved");
-  refused("add_bias_linear", true, "biases on dense");
   refused("position_encoding_2d", true, "ChatGLM-6B (v1");
   json no_kv = j;
   no_kv.erase("kv_channels");
@@ -313,11 +321,15 @@ TEST(Chatglm, FusedTensorsLoadAsRoleViews) {
 }
 
 // fused -> split -> fused: saving a loaded model gives the input file byte for byte.
+// With add_bias_linear, dense / dense_h_to_4h ([gate | up] bias, fused too) / dense_4h_to_h biases.
 TEST(Chatglm, SaveRefusesByteIdentical) {
+  for (bool linear_bias : {false, true})
   for (DType dt : {DType::F32, DType::BF16}) {
     GlmSpec s = glm_spec(2, 4, 2, 24);
     s.dtype = dt;
-    auto dir = test::temp_dir(std::string("a") + dtype_name(dt)), dir2 = test::temp_dir(std::string("b") + dtype_name(dt));
+    s.linear_bias = linear_bias;
+    const std::string tag = std::string(dtype_name(dt)) + (linear_bias ? "lb" : "");
+    auto dir = test::temp_dir("a" + tag), dir2 = test::temp_dir("b" + tag);
     SafetensorsWriter w;
     w.set_metadata("format", "pt");
     Model m = make_glm(s);
@@ -411,6 +423,45 @@ TEST(Chatglm, PruningIsMaskingOnFusedLayout) {
 
 // Loss gradient of the whole ChatGLM layer (fused parts, partial consecutive rotary, q/k/v bias,
 // kv_channels*heads != hidden) against central finite differences of the loss.
+// --compensate bias on ChatGLM: the biases go into dense / dense_4h_to_h, written under
+// add_bias_linear (dense_h_to_4h gets zero biases, as THUDM's nn.Linear(bias=add_bias_linear)
+// has one); the model reloads with the same logits. GGUF export of a model with those biases is
+// refused: llama.cpp's chatglm loader has no attn_output or ffn biases.
+TEST(Chatglm, BiasCompensationWritesAddBiasLinear) {
+  GlmSpec s = glm_spec(2, 4, 2, 24);
+  Model m = make_glm(s);
+  std::vector<Group> cut;
+  for (const Group& g : discover_groups(m, GroupOptions{}))
+    if ((g.kind == UnitKind::KvGroup && g.layer == 1 && g.index == 0) || (g.kind == UnitKind::Mlp && g.layer == 0 && g.index % 5 == 1))
+      cut.push_back(g);
+  std::vector<int32_t> calib;
+  for (int i = 0; i < 4 * 12; i++) calib.push_back(int32_t((i * 37 + 5) % s.vocab));
+  CompensationOptions co;
+  co.mode = Compensation::Bias;
+  CompensatedModel cm = compensate_pruned(m, cut, calib, 4, 12, co);
+  for (size_t l = 0; l < 2; l++)
+    for (Role b : {Role::OBias, Role::GateBias, Role::UpBias, Role::DownBias}) EXPECT_FALSE(cm.model.layers[l][b].empty());
+  EXPECT_FALSE(cm.o_bias[1].empty());     // heads removed in layer 1: dense compensated
+  EXPECT_FALSE(cm.down_bias[0].empty());  // MLP channels removed in layer 0
+  auto dir = test::temp_dir("comp");
+  save_model_files(cm.model, dir, DType::F32, "");
+  std::ifstream in(dir / "config.json");
+  EXPECT_EQ(json::parse(in)["add_bias_linear"], true);
+  SafetensorsFile f = SafetensorsFile::open(dir / "model.safetensors");
+  EXPECT_EQ(f.tensors.at("transformer.encoder.layers.0.mlp.dense_h_to_4h.bias").shape, (std::vector<int64_t>{2 * 19}));
+  EXPECT_TRUE(f.tensors.count("transformer.encoder.layers.1.self_attention.dense.bias"));
+  Model back = Model::load(dir);
+  EXPECT_EQ(logits_of(back, kIds), logits_of(cm.model, kIds));
+  GlmSpec uniform_with_biases = s;  // (the pruned one is ragged, refused by llama.cpp's chatglm first)
+  uniform_with_biases.linear_bias = true;
+  try {
+    export_gguf(make_glm(uniform_with_biases), nullptr, test::temp_dir("gg") / "x.gguf", DType::F32);
+    ADD_FAILURE() << "exported";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("chatglm architecture has no o_bias"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Chatglm, WeightGradientsMatchFiniteDifferences) {
   GlmSpec s = glm_spec(1, 2, 1, 12);
   s.hidden = 24;  // 2 heads x 8 = 16 != 24

@@ -70,9 +70,10 @@ std::vector<BiasSwitch> llama_biases() {
 ArchDesc make_chatglm() {
   ArchDesc a;
   a.family = "chatglm";
-  // add_qkv_bias: the fused query_key_value bias; dense / dense_h_to_4h / dense_4h_to_h never carry one
-  // (add_bias_linear must be false, see requirements).
-  a.bias_switches = {{"add_qkv_bias", {Role::QBias, Role::KBias, Role::VBias}}};
+  // add_qkv_bias: the fused query_key_value bias; add_bias_linear: dense, dense_h_to_4h (fused
+  // [gate | up]) and dense_4h_to_h (nn.Linear(bias=config.add_bias_linear) in THUDM's code).
+  a.bias_switches = {{"add_qkv_bias", {Role::QBias, Role::KBias, Role::VBias}},
+                     {"add_bias_linear", {Role::OBias, Role::GateBias, Role::UpBias, Role::DownBias}}};
   const Space H = Space::Hidden, N = Space::None;
   a.layer = {{
       {"attn_norm", "transformer.encoder.layers.%d.input_layernorm.weight", H, N, false, true, false, "blk.%d.attn_norm"},
@@ -87,7 +88,6 @@ ArchDesc make_chatglm() {
       {"gate", nullptr, Space::Mlp, H, false, false, false, nullptr},
       {"up", nullptr, Space::Mlp, H, false, false, false, nullptr},
       {"down", "transformer.encoder.layers.%d.mlp.dense_4h_to_h.weight", H, Space::Mlp, false, false, false, "blk.%d.ffn_down"},
-      // In no bias switch: never present (add_bias_linear is required false).
       {"o_bias", "transformer.encoder.layers.%d.self_attention.dense.bias", H, N, true, false, true, "blk.%d.attn_output", Role::O},
       {"gate_bias", nullptr, Space::Mlp, N, true, false, true, nullptr, Role::Gate},  // fused: dense_h_to_4h.bias
       {"up_bias", nullptr, Space::Mlp, N, true, false, true, nullptr, Role::Up},
@@ -123,7 +123,6 @@ ArchDesc make_chatglm() {
   a.requirements = {
       {"rmsnorm", true, true, "LayerNorm with bias"},
       {"post_layer_norm", true, true, "a model without a final norm"},
-      {"add_bias_linear", false, false, "biases on dense, dense_h_to_4h and dense_4h_to_h"},
       {"apply_residual_connection_post_layernorm", false, false, "a residual taken after the norm"},
       {"multi_query_attention", true, false, "the per-head interleaved query_key_value layout"},
   };
@@ -144,6 +143,7 @@ ArchDesc make_chatglm() {
   a.gguf_tokenizer_pre = "chatglm-spm";
   a.gguf_ragged = false;             // llama.cpp's chatglm loader takes one head count and MLP width
   a.gguf_heads_span_hidden = true;   // its wo is {n_embd, n_embd} and Q the first n_embd rows of attn_qkv
+  a.gguf_biases = {Role::QBias, Role::KBias, Role::VBias};  // its loader has bqkv only (no bo, no ffn biases)
   a.gguf_permute_qk = false;         // its graph rotates consecutive pairs (ROPE_TYPE_NORM): rows as stored
   return a;
 }
@@ -155,7 +155,8 @@ struct Entry {
 
 const std::vector<Entry>& registry() {
   static const ArchDesc llama = make_llama_like("llama", llama_biases(), "Llama");
-  static const ArchDesc mistral = make_llama_like("mistral", llama_biases(), "Mistral");
+  // MistralAttention / MistralMLP build every projection with bias=False (no config key).
+  static const ArchDesc mistral = make_llama_like("mistral", {}, "Mistral");
   // Qwen2Attention: q/k/v always with a bias, o without; the MLP has none.
   static const ArchDesc qwen2 = make_llama_like("qwen2", {{nullptr, {Role::QBias, Role::KBias, Role::VBias}}}, "Qwen2");
   static const ArchDesc chatglm = make_chatglm();

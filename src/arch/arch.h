@@ -131,6 +131,9 @@ struct ArchDesc {
   bool gguf_permute_qk = true;           // q/k rows reordered to llama.cpp's RoPE layout (rotate-half families)
   bool gguf_heads_span_hidden = false;   // llama.cpp's graph needs heads x head size = hidden (no key_length key)
   const char* gguf_tokenizer_pre = nullptr;  // llama.cpp pre-tokenizer for a SentencePiece vocabulary ("chatglm-spm")
+  // The biases llama.cpp's architecture reads (its `llama` and `deci` loaders take all seven);
+  // exporting another is refused rather than written into a file llama.cpp would reject.
+  std::vector<Role> gguf_biases = {Role::QBias, Role::KBias, Role::VBias, Role::OBias, Role::GateBias, Role::UpBias, Role::DownBias};
 };
 
 // The table for a config.json model_type; throws UserError for unknown ones.

@@ -95,10 +95,6 @@ void run_prune(const PruneArgs& a) {
     throw UserError("--layer-ratios sets the per-layer ratios itself: leave --allocation uniform");
   if (alloc.allocation != Allocation::Uniform && (!std::isnan(a.attn_ratio) || !std::isnan(a.mlp_ratio)))
     throw UserError("--allocation " + a.allocation + " takes one --ratio (not --attn-ratio / --mlp-ratio)");
-  if (compensation_has_bias(compensation))
-    throw UserError("--compensate " + a.compensate +
-                    " needs o_proj/down_proj biases in the saved LLaMA model, which this build cannot write yet; use "
-                    "--compensate lstsq");
   io.reduction = parse_reduction(a.reduction);
   io.seed = a.seed;
   PlanOptions po;

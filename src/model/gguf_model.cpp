@@ -330,6 +330,13 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
         throw input_error(where, "layer " + std::to_string(l) + ": llama.cpp's " + arch.gguf_arch + " graph needs heads x head size = hidden size (" +
                                      std::to_string(c.hidden) + "), but this layer has " + std::to_string(c.layers[l].n_head) + " x " +
                                      std::to_string(c.head_dim) + " (attention heads were pruned); export it with --hf");
+  for (size_t l = 0; l < m.layers.size(); l++)
+    for (int r = 0; r < kNumLayerRoles; r++)
+      if (role_desc(arch, Role(r)).is_bias && !m.layers[l].w[size_t(r)].empty() &&
+          std::find(arch.gguf_biases.begin(), arch.gguf_biases.end(), Role(r)) == arch.gguf_biases.end())
+        throw input_error(where, "layer " + std::to_string(l) + ": llama.cpp's " + arch.gguf_arch + " architecture has no " +
+                                     role_desc(arch, Role(r)).name + " ('" + layer_tensor_name(arch, Role(r), int(l)) +
+                                     "', e.g. from --compensate bias); export it with --hf");
   ArchKeys K{ragged ? "deci" : arch.gguf_arch};
   // q/k/v biases of any size: llama.cpp sizes attn_q.bias by the q projection (n_head * head_dim,
   // create_tensor_qkv) in the release node-llama-cpp 3.21.1 carries; b5981 sized it by n_embd.

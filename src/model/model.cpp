@@ -315,6 +315,24 @@ ParamCounts count_params(const Model& m) {
   return p;
 }
 
+int complete_bias_switches(Model& m) {
+  int added = 0;
+  for (const BiasSwitch& sw : m.arch->bias_switches) {
+    if (!sw.config_key) continue;
+    bool any = false;
+    for (const LayerWeights& L : m.layers)
+      for (Role r : sw.roles) any |= !L[r].empty();
+    if (!any) continue;
+    for (LayerWeights& L : m.layers)
+      for (Role r : sw.roles)
+        if (L[r].empty()) {
+          L[r] = Tensor::zeros(DType::F32, {L[role_desc(*m.arch, r).bias_of].dim(0)});
+          added++;
+        }
+  }
+  return added;
+}
+
 void set_bias_keys(const Model& m, nlohmann::json& cfg) {
   for (const BiasSwitch& sw : m.arch->bias_switches) {
     if (!sw.config_key) continue;

@@ -79,6 +79,12 @@ struct ParamCounts {
 };
 ParamCounts count_params(const Model& m);
 
+// Gives every layer every bias of each config-keyed switch (arch's BiasSwitch) of which the model
+// holds at least one, zeros where missing, so that the saved key (true) describes the tensors:
+// HF's attention_bias puts a bias on q, k and v as well as o, in every layer. F32 zeros sized by
+// the biased matrix's rows. Returns the number of tensors added.
+int complete_bias_switches(Model& m);
+
 // Sets config.json's bias switches (attention_bias, mlp_bias) to the biases the model holds.
 void set_bias_keys(const Model& m, nlohmann::json& cfg);
 
