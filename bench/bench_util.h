@@ -1,6 +1,7 @@
 #pragma once
 // Shared helpers for the benchmark programs: timing, sgemm rate, FLOP counts.
 #include <cblas.h>
+#include <omp.h>
 
 #include <chrono>
 #include <cstdio>
@@ -47,6 +48,46 @@ inline double forward_flops(const Model& m, int B, int T) {
   }
   f += 2 * N * C * m.cfg.vocab;
   return f;
+}
+
+// Weight bytes a decode step reads: every layer's tensors and the lm_head as stored (the
+// embedding contributes one row per token, left out).
+inline double decode_weight_bytes(const Model& m) {
+  double b = 0;
+  for (const LayerWeights& L : m.layers)
+    for (const Tensor& t : L.w) b += double(t.numel()) * double(dtype_size(t.dtype));
+  const Tensor& head = m.lm_head();
+  return b + double(head.numel()) * double(dtype_size(head.dtype));
+}
+
+// Memory read bandwidth (GB/s) with `threads` OpenMP threads: best of `reps` sums over a
+// buffer of `bytes` (>> L3). Each thread reads a contiguous slice (first-touched by the same
+// thread), the way a decode step streams its rows of W: the figure a GEMV can reach.
+inline double read_bandwidth_gbs(int threads, size_t bytes = size_t(1) << 30, int reps = 5) {
+  constexpr size_t kChunk = 1024;  // floats per iteration (4 KiB)
+  const size_t n_chunks = bytes / sizeof(float) / kChunk, n = n_chunks * kChunk;
+  std::vector<float> buf(n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n_chunks; i++)
+    for (size_t j = 0; j < kChunk; j++) buf[i * kChunk + j] = float(j & 7);
+  double best = 1e30, sink = 0;
+  for (int r = 0; r < reps; r++) {
+    double t0 = now_s(), total = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
+    for (size_t i = 0; i < n_chunks; i++) {
+      float s[64] = {};  // 64 independent sums: vector adds, not a latency chain
+      const float* p = buf.data() + i * kChunk;
+      for (size_t j = 0; j < kChunk; j += 64)
+        for (int k = 0; k < 64; k++) s[k] += p[j + size_t(k)];
+      float t = 0;
+      for (float v : s) t += v;
+      total += t;
+    }
+    best = std::min(best, now_s() - t0);
+    sink += total;
+  }
+  if (sink < 0) std::printf("%f", sink);  // keeps the sums observable
+  return double(n * sizeof(float)) / best / 1e9;
 }
 
 }  // namespace llmprune::bench

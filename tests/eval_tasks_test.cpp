@@ -125,7 +125,6 @@ TEST(EvalTasks, WinograndeConvertedFixture) {
 TEST(EvalTasks, KjvClozeFixture) {
   TaskData d = load_task("kjv_cloze", fixture_tasks());
   ASSERT_EQ(d.items.size(), 500u);
-  EXPECT_FALSE(d.info.default_bos);
   const McItem& a = d.items[0];
   EXPECT_EQ(a.contexts[0],
             "And there was a row of building round about in them, round about them four, and it was made with boiling "

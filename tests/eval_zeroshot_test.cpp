@@ -79,18 +79,24 @@ double plain_loglik(Runner& r, const Request& q) {
 
 class EvalGolden : public ::testing::TestWithParam<std::string> {};
 
+// "piqa": the default options against the no-BOS golden (lm-eval 0.4's add_bos_token=False);
+// "piqa_bos": --bos on against the golden written with BOS (add_bos_token=True).
 TEST_P(EvalGolden, MatchesPyTorchReference) {
-  const std::string task = GetParam();
+  const std::string name = GetParam();
+  const bool bos_on = name.size() > 4 && name.compare(name.size() - 4, 4, "_bos") == 0;
+  const std::string task = bos_on ? name.substr(0, name.size() - 4) : name;
   SingleThread one;
-  std::ifstream in(test::source_dir() / "tests/golden" / ("eval_" + task + ".json"));
+  std::ifstream in(test::source_dir() / "tests/golden" / ("eval_" + name + ".json"));
   ASSERT_TRUE(in) << "missing golden; run /usr/bin/python3 tools/eval_reference.py";
   json g = json::parse(in);
+  ASSERT_EQ(g["bos"].get<bool>(), bos_on) << "golden written with the other BOS setting";
   auto& f = mha();
   TaskData d = load_task(task, fixture_tasks());
   ZeroShotOptions o;
   o.limit = g["limit"].get<int64_t>();
-  o.bos = g["bos"].get<bool>() ? 1 : 0;
+  if (bos_on) o.bos = 1;  // else the default
   TaskResult res = evaluate_task(*f.r, *f.tok, d, o);
+  EXPECT_EQ(res.bos, bos_on);
   ASSERT_EQ(res.n, g["n"].get<int64_t>());
   double max_diff = 0;
   for (size_t i = 0; i < res.items.size(); i++) {
@@ -114,11 +120,13 @@ TEST_P(EvalGolden, MatchesPyTorchReference) {
     EXPECT_EQ(int(std::lround(res.acc * 300)), 202);
     EXPECT_EQ(int(std::lround(res.acc_norm * 300)), 198);
   }
-  std::printf("[%s] n=%lld acc=%.4f acc_norm=%.4f max |dloglik|=%.2e, %lld forwards, %.2f s\n", task.c_str(),
+  std::printf("[%s] n=%lld acc=%.4f acc_norm=%.4f max |dloglik|=%.2e, %lld forwards, %.2f s\n", name.c_str(),
               (long long)res.n, res.acc, res.acc_norm, max_diff, (long long)res.forwards, res.seconds);
 }
 
-INSTANTIATE_TEST_SUITE_P(Eval, EvalGolden, ::testing::Values("kjv_cloze", "piqa", "winogrande"));
+INSTANTIATE_TEST_SUITE_P(Eval, EvalGolden,
+                         ::testing::Values("kjv_cloze", "piqa", "winogrande", "arc_easy", "boolq", "openbookqa",
+                                           "piqa_bos", "winogrande_bos"));
 
 TEST(EvalZeroShot, SharedPrefixEqualsPlainForward) {
   SingleThread one;
@@ -196,7 +204,7 @@ TEST(EvalCli, TasksJsonWithMetadata) {
   json j = json::parse(r.out);
   EXPECT_EQ(j["tasks"]["kjv_cloze"]["n"], 10);
   EXPECT_EQ(j["tasks"]["kjv_cloze"]["bos"], false);
-  EXPECT_EQ(j["tasks"]["piqa"]["bos"], true);
+  EXPECT_EQ(j["tasks"]["piqa"]["bos"], false);  // lm-eval 0.4's add_bos_token=False
   EXPECT_EQ(j["tasks"]["piqa"]["n_total"], 1838);
   EXPECT_TRUE(j["tasks"]["piqa"]["acc_norm"].is_number());
   EXPECT_EQ(j["tasks"]["piqa"]["files"].size(), 2u);
@@ -208,6 +216,26 @@ TEST(EvalCli, TasksJsonWithMetadata) {
   EXPECT_EQ(j["meta"]["max_length"], 2048);
   double avg = (j["tasks"]["kjv_cloze"]["score"].get<double>() + j["tasks"]["piqa"]["score"].get<double>()) / 2;
   EXPECT_DOUBLE_EQ(j["zero_shot_average"].get<double>(), avg);
+}
+
+// --bos on is lm-eval's add_bos_token=True; lm-eval 0.3 (--harness 0.3) never adds BOS, so it
+// scores without one by default and refuses --bos on.
+TEST(EvalCli, BosOnAndHarness03) {
+  SingleThread one;
+  const std::string base = "eval " + model_path() + " --tasks piqa --task-dir " + fixture_tasks().string() + " --limit 3";
+  auto on = test::run_cli(base + " --bos on --json");
+  ASSERT_EQ(on.exit_code, 0) << on.err;
+  EXPECT_EQ(json::parse(on.out)["tasks"]["piqa"]["bos"], true);
+  auto text = test::run_cli(base + " --bos on");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("lm-evaluation-harness 0.4 tokenisation, BOS before each context (add_bos_token=True)"),
+            std::string::npos) << text.out;
+  auto v03 = test::run_cli(base + " --harness 0.3");
+  ASSERT_EQ(v03.exit_code, 0) << v03.err;
+  EXPECT_NE(v03.out.find("lm-evaluation-harness 0.3 (LLM-Pruner's) tokenisation, no BOS"), std::string::npos) << v03.out;
+  auto bad = test::run_cli(base + " --harness 0.3 --bos on");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--bos on: lm-evaluation-harness 0.3 never adds BOS"), std::string::npos) << bad.err;
 }
 
 TEST(EvalCli, CompareMarkdownTable) {

@@ -13,6 +13,7 @@
 #include "importance/activation_stats.h"
 #include "importance/flap.h"
 #include "model/forward.h"
+#include "model/gguf_model.h"
 #include "model_factory.h"
 #include "prune/allocation.h"
 #include "prune/compensate.h"
@@ -317,6 +318,120 @@ TEST(Compensation, PipelineLowersEveryPrunedModulesError) {
 
 namespace llmprune {
 namespace {
+
+// Mean over the calibration tokens of one projection's output [out], recorded by a hook.
+class MeanOutput : public LinearHook {
+ public:
+  MeanOutput(int layer, Role role) : layer_(layer), role_(role) {}
+  std::vector<double> sum;
+  int64_t rows = 0;
+  void forward(int layer, Role r, const float*, float* y, int N, int, int out) override {
+    if (layer != layer_ || r != role_) return;
+    sum.resize(size_t(out));
+    for (int n = 0; n < N; n++)
+      for (int i = 0; i < out; i++) sum[size_t(i)] += y[size_t(n) * out + i];
+    rows += N;
+  }
+  void backward(int, Role, const float*, const float*, float*, int, int, int) override {}
+  std::vector<double> mean() const {
+    std::vector<double> m = sum;
+    for (double& x : m) x /= double(rows);
+    return m;
+  }
+
+ private:
+  int layer_;
+  Role role_;
+};
+
+std::vector<double> mean_output(const Model& m, Role role, const std::vector<int32_t>& tokens, int S, int T) {
+  MeanOutput hook(0, role);
+  Runner r(m, T);
+  r.set_hook(&hook);
+  std::vector<float> logits(size_t(S) * T * m.cfg.vocab);
+  r.forward(tokens.data(), S, T, logits.data());
+  return hook.mean();
+}
+
+// --compensate bias on a model that already has biases (attention_bias + mlp_bias): the pruned
+// projection's mean output over the calibration set equals the unpruned one's (layer 0, whose
+// input pruning does not change), its own bias kept; q/k/v/gate/up biases untouched. On a model
+// without biases the switches are completed with zeros, so the saved attention_bias / mlp_bias
+// describe every tensor; it reloads, and exports to GGUF, with the same logits. Qwen2's o_proj
+// has no bias in its format: refused.
+TEST(Compensation, BiasModeKeepsTheMeanOutputOnTheModel) {
+  auto spec = test::RandomModelSpec::uniform(2, 4, 2, 24);
+  spec.attention_bias = spec.mlp_bias = true;
+  Model m = test::make_random_model(spec);
+  const int S = 6, T = 16;
+  auto tokens = random_tokens(S * T, m.cfg.vocab, 5);
+  auto groups = discover_groups(m, GroupOptions{});
+  for (auto [kind, role] : {std::pair{UnitKind::KvGroup, Role::O}, std::pair{UnitKind::Mlp, Role::Down}}) {
+    std::vector<Group> removed;
+    for (const Group& g : groups)
+      if (g.layer == 0 && g.kind == kind && (kind == UnitKind::KvGroup ? g.index == 1 : g.index % 3 == 0)) removed.push_back(g);
+    ASSERT_FALSE(removed.empty());
+    CompensationOptions co;
+    co.mode = Compensation::Bias;
+    CompensatedModel cm = compensate_pruned(m, removed, tokens, S, T, co);
+    const auto want = mean_output(m, role, tokens, S, T), got = mean_output(cm.model, role, tokens, S, T);
+    const auto plain = mean_output(remove_groups(m, removed), role, tokens, S, T);
+    double moved = 0;
+    for (size_t i = 0; i < want.size(); i++) {
+      EXPECT_NEAR(got[i], want[i], 1e-5 * (1 + std::abs(want[i]))) << role_desc(*m.arch, role).name << " " << i;
+      moved = std::max(moved, std::abs(plain[i] - want[i]));
+    }
+    EXPECT_GT(moved, 1e-3);  // without the bias the mean does move
+    for (Role b : {Role::QBias, Role::KBias, Role::VBias, Role::GateBias, Role::UpBias})
+      if (kind == UnitKind::Mlp || (b != Role::QBias && b != Role::KBias && b != Role::VBias))
+        EXPECT_EQ(cm.model.layers[1][b].shape, m.layers[1][b].shape);
+  }
+
+  spec.attention_bias = spec.mlp_bias = false;
+  Model plain = test::make_random_model(spec);
+  std::vector<Group> removed;
+  for (const Group& g : discover_groups(plain, GroupOptions{}))
+    if ((g.kind == UnitKind::KvGroup && g.layer == 1 && g.index == 0) || (g.kind == UnitKind::Mlp && g.layer == 0 && g.index < 4))
+      removed.push_back(g);
+  CompensationOptions co;
+  co.mode = Compensation::BiasLstsq;
+  CompensatedModel cm = compensate_pruned(plain, removed, tokens, S, T, co);
+  for (const LayerWeights& L : cm.model.layers)
+    for (Role b : {Role::QBias, Role::KBias, Role::VBias, Role::OBias, Role::GateBias, Role::UpBias, Role::DownBias})
+      EXPECT_FALSE(L[b].empty()) << role_desc(*plain.arch, b).name;
+  const std::vector<float> zeros(cm.model.layers[0][Role::QBias].numel(), 0.0f);
+  EXPECT_EQ(std::vector<float>(cm.model.layers[0][Role::QBias].f32(), cm.model.layers[0][Role::QBias].f32() + zeros.size()), zeros);
+  auto dir = test::temp_dir("saved");
+  save_model_files(cm.model, dir, DType::F32, "");
+  std::ifstream in(dir / "config.json");
+  auto cfg = nlohmann::json::parse(in);
+  EXPECT_EQ(cfg["attention_bias"], true);
+  EXPECT_EQ(cfg["mlp_bias"], true);
+  auto ids = random_tokens(12, plain.cfg.vocab, 9);
+  auto logits = [&](const Model& x) {
+    std::vector<float> out(ids.size() * size_t(x.cfg.vocab));
+    Runner(x).forward(ids.data(), 1, int(ids.size()), out.data());
+    return out;
+  };
+  EXPECT_EQ(logits(Model::load(dir)), logits(cm.model));
+  const auto gguf = test::temp_dir("gguf") / "c.gguf";
+  export_gguf(cm.model, nullptr, gguf, DType::F32);
+  EXPECT_EQ(logits(Model::load(gguf)), logits(cm.model));
+
+  auto qspec = test::RandomModelSpec::uniform(2, 4, 2, 24);
+  qspec.model_type = "qwen2";
+  qspec.qkv_bias = true;
+  Model qwen = test::make_random_model(qspec);
+  std::vector<Group> qremoved;
+  for (const Group& g : discover_groups(qwen, GroupOptions{}))
+    if (g.kind == UnitKind::Mlp && g.layer == 0 && g.index == 0) qremoved.push_back(g);
+  try {
+    compensate_pruned(qwen, qremoved, tokens, S, T, co);
+    ADD_FAILURE() << "qwen2 bias compensation accepted";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("use --compensate lstsq"), std::string::npos) << e.what();
+  }
+}
 
 TEST(FlapCli, AdaptiveWithLeastSquaresEndToEndAndErrors) {
   const std::string model = test::fixture_model("kjv-llama-gqa-tied").string();

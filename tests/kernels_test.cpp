@@ -151,15 +151,23 @@ TEST(Kernels, RMSNormForwardBackward) {
   EXPECT_TRUE(close(dw, numeric_grad([&](const Vec& ww) { return ref_rmsnorm(x, ww, N, C, eps); }, w, dout), 1e-4, 1e-4));
 }
 
-TEST(Kernels, RopeForwardBackward) {
-  const int N = 4, H = 2, D = 6, half = D / 2, maxp = 10;
-  std::vector<float> cs(maxp * half), sn(maxp * half);
+// cos/sin tables [maxp, rot/2] of angle p * 10000^(-2i/rot).
+void rope_tables(int maxp, int rot, std::vector<float>& cs, std::vector<float>& sn) {
+  const int half = rot / 2;
+  cs.resize(size_t(maxp * half));
+  sn.resize(size_t(maxp * half));
   for (int p = 0; p < maxp; p++)
     for (int i = 0; i < half; i++) {
-      float ang = float(p) * std::pow(10000.0f, -2.0f * i / D);
+      float ang = float(p) * std::pow(10000.0f, -2.0f * i / rot);
       cs[size_t(p * half + i)] = std::cos(ang);
       sn[size_t(p * half + i)] = std::sin(ang);
     }
+}
+
+TEST(Kernels, RopeForwardBackward) {
+  const int N = 4, H = 2, D = 6, maxp = 10;
+  std::vector<float> cs, sn;
+  rope_tables(maxp, D, cs, sn);
   std::vector<int32_t> pos = {0, 3, 7, 9};
   Vec x = rand_d(N * H * D, 21), dout = rand_d(N * H * D, 22);
   auto xf = to_f(x);
@@ -168,6 +176,43 @@ TEST(Kernels, RopeForwardBackward) {
   auto g = to_f(dout);
   k::rope_backward(g.data(), pos.data(), cs.data(), sn.data(), N, H, D);
   EXPECT_TRUE(close(g, numeric_grad([&](const Vec& xx) { return ref_rope(xx, pos, cs, sn, N, H, D); }, x, dout), 1e-4, 1e-4));
+}
+
+// Consecutive-pair partial rotary (ChatGLM): dims (2i, 2i+1), i < rot/2, rotate; rot..D-1 pass.
+Vec ref_rope_pairs(const Vec& x, const std::vector<int32_t>& pos, const std::vector<float>& cs, const std::vector<float>& sn,
+                   int N, int H, int D, int rot) {
+  Vec y = x;
+  const int half = rot / 2;
+  for (int n = 0; n < N; n++)
+    for (int h = 0; h < H; h++)
+      for (int i = 0; i < half; i++) {
+        size_t base = (size_t(n) * H + h) * D;
+        double c = cs[size_t(pos[size_t(n)]) * half + i], s = sn[size_t(pos[size_t(n)]) * half + i];
+        double a = x[base + 2 * i], b = x[base + 2 * i + 1];
+        y[base + 2 * i] = a * c - b * s;
+        y[base + 2 * i + 1] = b * c + a * s;
+      }
+  return y;
+}
+
+TEST(Kernels, RopePairsPartialForwardBackward) {
+  const int N = 4, H = 3, D = 8, rot = 4, maxp = 10;
+  std::vector<float> cs, sn;
+  rope_tables(maxp, rot, cs, sn);
+  std::vector<int32_t> pos = {0, 2, 5, 9};
+  Vec x = rand_d(N * H * D, 31), dout = rand_d(N * H * D, 32);
+  auto xf = to_f(x);
+  k::rope_pairs_forward(xf.data(), pos.data(), cs.data(), sn.data(), N, H, D, rot);
+  Vec want = ref_rope_pairs(x, pos, cs, sn, N, H, D, rot);
+  EXPECT_TRUE(close(xf, want, 1e-5, 1e-5));
+  // The pass-through half is untouched, the rotated one moved (the test can tell the two apart).
+  for (int h = 0; h < H; h++) {
+    EXPECT_EQ(xf[size_t(3 * H + h) * D + rot], float(x[size_t(3 * H + h) * D + rot]));
+    EXPECT_NE(xf[size_t(3 * H + h) * D], float(x[size_t(3 * H + h) * D]));
+  }
+  auto g = to_f(dout);
+  k::rope_pairs_backward(g.data(), pos.data(), cs.data(), sn.data(), N, H, D, rot);
+  EXPECT_TRUE(close(g, numeric_grad([&](const Vec& xx) { return ref_rope_pairs(xx, pos, cs, sn, N, H, D, rot); }, x, dout), 1e-4, 1e-4));
 }
 
 class AttentionTest : public ::testing::TestWithParam<std::tuple<int, int>> {};

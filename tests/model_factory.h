@@ -24,7 +24,9 @@ struct RandomModelSpec {
   int hidden = 32, vocab = 64, head_dim = 8, max_pos = 128;
   std::vector<LayerConfig> layers;   // n_head, n_kv_head, d_ff per layer (head_dim from above)
   bool tied = false;
-  bool qkv_bias = false;             // q/k/v biases (implied by qwen2)
+  bool qkv_bias = false;             // q/k/v biases without a config key (implied by qwen2)
+  bool attention_bias = false;       // config.json attention_bias: q, k, v and o biases (llama)
+  bool mlp_bias = false;             // config.json mlp_bias: gate, up and down biases (llama)
   DType dtype = DType::F32;          // storage dtype of every tensor
   uint32_t seed = 1;
   float scale = 0.2f;                // std of weight entries; norm weights are 1 + scale * N(0,1)
@@ -60,9 +62,12 @@ inline Model make_random_model(const RandomModelSpec& s) {
                       {"tie_word_embeddings", s.tied},
                       {"bos_token_id", 1},
                       {"eos_token_id", 2}};
+  if (s.attention_bias) j["attention_bias"] = true;
+  if (s.mlp_bias) j["mlp_bias"] = true;
   ModelConfig cfg = ModelConfig::from_json(j, "random-model/config.json");
   const ArchDesc& a = arch_for_model_type(s.model_type, "random-model/config.json");
-  const bool bias = s.qkv_bias || a.qkv_bias_expected;
+  auto required = [&](Role r) { return bias_presence(a, r, j, "random-model/config.json") == Presence::Required; };
+  const bool bias = s.qkv_bias || required(Role::QBias);
   std::mt19937 rng(s.seed);
   const int64_t C = s.hidden, V = s.vocab, D = s.head_dim;
   std::map<std::string, Tensor> t;
@@ -87,6 +92,10 @@ inline Model make_random_model(const RandomModelSpec& s) {
     put(Role::Gate, {F, C}, s.scale);
     put(Role::Up, {F, C}, s.scale);
     put(Role::Down, {C, F}, s.scale);
+    if (required(Role::OBias)) put(Role::OBias, {C}, s.scale);
+    if (required(Role::GateBias)) put(Role::GateBias, {F}, s.scale);
+    if (required(Role::UpBias)) put(Role::UpBias, {F}, s.scale);
+    if (required(Role::DownBias)) put(Role::DownBias, {C}, s.scale);
   }
   t[a.global[size_t(GlobalRole::FinalNorm)].pattern] = random_tensor({C}, s.dtype, rng, s.scale, 1.0f);
   if (!s.tied) t[a.global[size_t(GlobalRole::LmHead)].pattern] = random_tensor({V, C}, s.dtype, rng, s.scale);

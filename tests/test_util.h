@@ -12,7 +12,11 @@ namespace llmprune::test {
 
 inline std::filesystem::path source_dir() { return LLMPRUNE_SOURCE_DIR; }
 inline std::filesystem::path shared_dir() { return LLMPRUNE_SHARED_DIR; }
-inline std::filesystem::path fixture_model(const std::string& name) { return shared_dir() / "fixtures/models" / name; }
+// A shared trained fixture, or a small model committed under tests/data/models (llama-bias-tiny).
+inline std::filesystem::path fixture_model(const std::string& name) {
+  std::filesystem::path committed = source_dir() / "tests/data/models" / name;
+  return std::filesystem::exists(committed) ? committed : shared_dir() / "fixtures/models" / name;
+}
 inline std::filesystem::path fixture_text(const std::string& name) { return shared_dir() / "fixtures/text" / name; }
 
 // A fresh empty directory under the build tree's temp area, unique per test.

@@ -2,7 +2,8 @@
 """Dev-time PyTorch oracle for `llmprune eval --tasks`: writes tests/golden/eval_<task>.json.
 
 Run with Debian's Python (torch 1.13 CPU, numpy, sentencepiece; no `transformers`):
-    /usr/bin/python3 tools/eval_reference.py                       # the goldens the tests use
+    /usr/bin/python3 tools/eval_reference.py                       # eval_<task>.json: no BOS
+    /usr/bin/python3 tools/eval_reference.py --tasks piqa,winogrande --bos on   # eval_<task>_bos.json
     /usr/bin/python3 tools/eval_reference.py --tasks kjv_cloze --limit 300 --no-write
 
 The model forward is tools/reference.py's plain-torch HF LlamaForCausalLM (float32). Scoring is
@@ -10,8 +11,10 @@ written from lm-evaluation-harness's rules (docs/eval.md), deliberately the simp
 forward per (context, continuation) request with no shared-context caching, so that the C++
 engine's KV-cache path is checked against an independent computation:
   - trailing spaces of the context move to the front of the continuation;
-  - context_enc = [BOS] + encode(context) when BOS is on, else encode(context); an empty context
-    becomes [BOS] (lm-eval's prefix token) either way;
+  - context_enc = encode(context) (lm-eval 0.4's HF causal model with its default
+    add_bos_token=False: tokenizer.encode(..., add_special_tokens=False)); with --bos on
+    (add_bos_token=True) [BOS] + encode(context); an empty context becomes [BOS] (lm-eval's prefix
+    token) either way;
   - whole = prefix + encode(context + continuation); continuation_enc = whole[len(context_enc):];
   - input = (context_enc + continuation_enc)[-(max_len+1):][:-1]; the log-likelihood is the sum of
     log_softmax over the continuation's tokens;
@@ -78,10 +81,53 @@ def task_winogrande(d):
     return out
 
 
-TASKS = {"kjv_cloze": task_kjv_cloze, "piqa": task_piqa, "winogrande": task_winogrande}
-# BOS convention per task: the generic jsonl (kjv_cloze) is scored without BOS (fixtures README);
-# the lm-eval benchmarks with BOS, as lm-eval's HF model does with a LLaMA tokenizer.
-DEFAULT_BOS = {"kjv_cloze": False, "piqa": True, "winogrande": True}
+def choice_item(ctx, choices, gold):
+    return {"contexts": [ctx] * len(choices), "conts": [" " + c for c in choices],
+            "lens": [len(c) for c in choices], "gold": gold}
+
+
+def task_arc_easy(d):
+    # lm-eval arc_easy: "Question: {{question}}\nAnswer:", choices.text, label.index(answerKey).
+    out = []
+    for doc in read_jsonl(os.path.join(d, "arc", "ARC-Easy-Test.jsonl")):
+        q = doc["question"]
+        labels = [c["label"] for c in q["choices"]]
+        out.append(choice_item("Question: " + q["stem"] + "\nAnswer:", [c["text"] for c in q["choices"]],
+                               labels.index(doc["answerKey"])))
+    return out
+
+
+def task_boolq(d):
+    # lm-eval boolq (SuperGLUE val): "{{passage}}\nQuestion: {{question}}?\nAnswer:", ["no", "yes"].
+    out = []
+    for doc in read_jsonl(os.path.join(d, "boolq", "val.jsonl")):
+        lab = doc["label"]
+        if isinstance(lab, str):
+            lab = lab.lower() == "true"
+        out.append(choice_item(doc["passage"] + "\nQuestion: " + doc["question"] + "?\nAnswer:", ["no", "yes"],
+                               int(bool(lab))))
+    return out
+
+
+def task_openbookqa(d):
+    # lm-eval openbookqa: question_stem, choices.text, choices.label.index(answerKey.lstrip()); the
+    # official test.tsv holds the choices as "(A) x (B) y (C) z (D) w".
+    import csv
+    import re
+    out = []
+    with open(os.path.join(d, "openbookqa", "test.tsv"), encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            parts = re.split(r"\(([A-Z])\) ?", row["Choices"])[1:]
+            labels, texts = parts[0::2], [t.strip() for t in parts[1::2]]
+            out.append(choice_item(row["Question Stem"], texts, labels.index(row["Answer Key"].lstrip())))
+    return out
+
+
+TASKS = {"kjv_cloze": task_kjv_cloze, "piqa": task_piqa, "winogrande": task_winogrande,
+         "arc_easy": task_arc_easy, "boolq": task_boolq, "openbookqa": task_openbookqa}
+# Default limits: small, to keep the C++ test fast; kjv_cloze's 300 reproduce the fixtures README.
+DEFAULT_LIMIT = {"kjv_cloze": 300, "piqa": 200, "winogrande": 100, "arc_easy": 100, "boolq": 40,
+                 "openbookqa": 100}
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -139,9 +185,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
     ap.add_argument("--model", default="kjv-llama-mha")
-    ap.add_argument("--tasks", default="kjv_cloze,piqa,winogrande")
-    ap.add_argument("--limit", type=int, default=200)
-    ap.add_argument("--bos", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--limit", type=int, default=0, help="items per task (0: DEFAULT_LIMIT)")
+    ap.add_argument("--bos", choices=["off", "on"], default="off",
+                    help="off: lm-eval 0.4's default (add_bos_token=False); on: add_bos_token=True, "
+                         "written as eval_<task>_bos.json")
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
@@ -154,15 +202,16 @@ def main():
     sp = spm.SentencePieceProcessor(model_file=os.path.join(mdir, "tokenizer.model"))
     tdir = os.path.join(a.shared, "fixtures", "tasks")
     for task in a.tasks.split(","):
-        docs = TASKS[task](tdir)[:a.limit]
-        use_bos = DEFAULT_BOS[task] if a.bos == "auto" else a.bos == "on"
+        limit = a.limit or DEFAULT_LIMIT[task]
+        docs = TASKS[task](tdir)[:limit]
+        use_bos = a.bos == "on"
         items, acc, acc_norm = score_task(P, cfg, sp, docs, use_bos, max_len)
         print(f"{task}: n={len(items)} bos={'on' if use_bos else 'off'} acc={acc:.4f} acc_norm={acc_norm:.4f}")
         if a.no_write:
             continue
-        out = {"task": task, "model": a.model, "limit": a.limit, "bos": use_bos, "n": len(items),
+        out = {"task": task, "model": a.model, "limit": limit, "bos": use_bos, "n": len(items),
                "acc": acc, "acc_norm": acc_norm, "items": items}
-        path = os.path.join(a.out, f"eval_{task}.json")
+        path = os.path.join(a.out, f"eval_{task}{'_bos' if use_bos else ''}.json")
         with open(path, "w") as f:
             json.dump(out, f, indent=None, separators=(",", ":"))
             f.write("\n")

@@ -25,7 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import golden  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ["kjv-llama-mha", "kjv-llama-gqa-tied"]
+# A random-weight LLaMA with every HF bias (attention_bias, mlp_bias) and head_dim != hidden /
+# heads, committed under tests/data/models/ (see make_bias_model); the others are the shared
+# trained fixtures.
+BIAS_MODEL = "llama-bias-tiny"
+MODELS = ["kjv-llama-mha", "kjv-llama-gqa-tied", BIAS_MODEL]
 BOS = 1
 
 # Perplexity windows (the reference implementation's 128-token setting).
@@ -58,10 +62,15 @@ def load_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info["dtype"] != "F32":
-            raise ValueError(f"{path}: {name} is {info['dtype']}, only F32 is supported")
         b, e = info["data_offsets"]
-        arr = np.frombuffer(buf, dtype="<f4", count=(e - b) // 4, offset=base + b)
+        if info["dtype"] == "F32":
+            arr = np.frombuffer(buf, dtype="<f4", count=(e - b) // 4, offset=base + b)
+        elif info["dtype"] == "BF16":
+            # bf16 is the top half of an f32: widening is exact.
+            half = np.frombuffer(buf, dtype="<u2", count=(e - b) // 2, offset=base + b)
+            arr = (half.astype("<u4") << 16).view("<f4")
+        else:
+            raise ValueError(f"{path}: {name} is {info['dtype']}, only F32 and BF16 are supported")
         out[name] = torch.from_numpy(arr.reshape(info["shape"]).copy())
     return out
 
@@ -336,17 +345,80 @@ def param_names(P, cfg):
     return sorted(P.keys())
 
 
+def model_dir(model, shared):
+    if model == BIAS_MODEL:
+        return os.path.join(ROOT, "tests", "data", "models", model)
+    return os.path.join(shared, "fixtures", "models", model)
+
+
+def write_safetensors_bf16(path, tensors):
+    """tensors: list of (name, float32 numpy). Stored as BF16 (round to nearest even), names
+    sorted as HF writes them."""
+    header, blobs, off = {}, [], 0
+    for name, arr in sorted(tensors, key=lambda t: t[0]):
+        u = np.ascontiguousarray(arr, dtype="<f4").view("<u4").astype(np.uint64)
+        rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
+        raw = rounded.tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for raw in blobs:
+            f.write(raw)
+
+
+def make_bias_model(shared):
+    """tests/data/models/llama-bias-tiny: HF LlamaForCausalLM with attention_bias and mlp_bias
+    (biases on q, k, v, o, gate, up, down), head_dim 24 while hidden / heads = 16, GQA 4/2, tied
+    embeddings, the KJV tokenizer; random weights (numpy seed 15), bf16 so it stays small."""
+    out = model_dir(BIAS_MODEL, shared)
+    os.makedirs(out, exist_ok=True)
+    H, F_, L, NH, NKV, HD, V = 64, 96, 2, 4, 2, 24, 4096
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": H,
+           "intermediate_size": F_, "num_hidden_layers": L, "num_attention_heads": NH,
+           "num_key_value_heads": NKV, "head_dim": HD, "vocab_size": V, "max_position_embeddings": 512,
+           "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": True,
+           "attention_bias": True, "mlp_bias": True, "bos_token_id": 1, "eos_token_id": 2,
+           "torch_dtype": "bfloat16"}
+    rng = np.random.default_rng(15)
+    t = [("model.embed_tokens.weight", 0.5 * rng.standard_normal((V, H))),
+         ("model.norm.weight", 1 + 0.1 * rng.standard_normal(H))]
+    for l in range(L):
+        p = f"model.layers.{l}."
+        for name, rows, cols in [("self_attn.q_proj", NH * HD, H), ("self_attn.k_proj", NKV * HD, H),
+                                 ("self_attn.v_proj", NKV * HD, H), ("self_attn.o_proj", H, NH * HD),
+                                 ("mlp.gate_proj", F_, H), ("mlp.up_proj", F_, H), ("mlp.down_proj", H, F_)]:
+            t.append((p + name + ".weight", rng.standard_normal((rows, cols)) / math.sqrt(cols)))
+            t.append((p + name + ".bias", 0.1 * rng.standard_normal(rows)))
+        t.append((p + "input_layernorm.weight", 1 + 0.1 * rng.standard_normal(H)))
+        t.append((p + "post_attention_layernorm.weight", 1 + 0.1 * rng.standard_normal(H)))
+    write_safetensors_bf16(os.path.join(out, "model.safetensors"), [(n, a.astype(np.float32)) for n, a in t])
+    with open(os.path.join(out, "config.json"), "w") as f:
+        f.write(json.dumps(cfg, indent=2) + "\n")
+    src = os.path.join(shared, "fixtures", "models", "kjv-llama-mha")
+    for name in ["tokenizer.model", "tokenizer_config.json", "generation_config.json"]:
+        with open(os.path.join(src, name), "rb") as fi, open(os.path.join(out, name), "wb") as fo:
+            fo.write(fi.read())
+    print(f"{BIAS_MODEL}: written to {out}")
+
+
 def build(model, shared):
-    mdir = os.path.join(shared, "fixtures", "models", model)
+    mdir = model_dir(model, shared)
     tdir = os.path.join(shared, "fixtures", "text")
     cfg = Config(os.path.join(mdir, "config.json"))
     P = load_safetensors(os.path.join(mdir, "model.safetensors"))
     sp = spm.SentencePieceProcessor(model_file=os.path.join(mdir, "tokenizer.model"))
     entries = []
 
-    # --- forward: first 64 tokens of the test file as [2, 32]
+    # --- forward: first 64 tokens of the test file as [2, 32] ([1, 8] for the small bias
+    # model: its logits are most of its golden file)
     test = tokenize_file(sp, os.path.join(tdir, "kjv.test.txt"))
-    ids = torch.tensor(test[:FWD_B * FWD_T], dtype=torch.int64).view(FWD_B, FWD_T)
+    fb, ft = (1, 8) if model == BIAS_MODEL else (FWD_B, FWD_T)
+    ids = torch.tensor(test[:fb * ft], dtype=torch.int64).view(fb, ft)
     with torch.no_grad():
         logits = forward(P, cfg, ids)
     fwd_loss = float(next_token_nll(logits, ids).mean())
@@ -413,7 +485,11 @@ def main():
     ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
     ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--make-bias-model", action="store_true",
+                    help=f"(re)write tests/data/models/{BIAS_MODEL} before the goldens")
     args = ap.parse_args()
+    if args.make_bias_model:
+        make_bias_model(args.shared)
     # One thread: reductions inside BLAS/OpenMP can depend on the thread count.
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

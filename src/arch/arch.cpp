@@ -1,5 +1,6 @@
 #include "arch/arch.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "core/error.h"
@@ -7,63 +8,255 @@
 namespace llmprune {
 namespace {
 
-ArchDesc make_llama_like(const std::string& family, bool bias, const std::string& hf_remote_classes) {
+ConfigKeys llama_keys() {
+  ConfigKeys k;
+  k.hidden = {"hidden_size"};
+  k.n_layer = {"num_hidden_layers"};
+  k.vocab = {"vocab_size"};
+  k.n_head = {"num_attention_heads"};
+  k.n_kv_head = {"num_key_value_heads"};
+  k.head_dim = {"head_dim"};
+  k.d_ff = {"intermediate_size"};
+  k.eps = {"rms_norm_eps"};
+  k.max_pos = {"max_position_embeddings"};
+  k.rope_theta = "rope_theta";
+  k.eps_default = 1e-6;
+  return k;
+}
+
+// Rows in Role order (arch.h).
+ArchDesc make_llama_like(const std::string& family, std::vector<BiasSwitch> biases, const std::string& hf_remote_classes) {
   ArchDesc a;
   a.family = family;
-  a.qkv_bias_expected = bias;
+  a.bias_switches = std::move(biases);
   a.hf_remote_classes = hf_remote_classes;
   a.layer = {{
       {"attn_norm", "model.layers.%d.input_layernorm.weight", Space::Hidden, Space::None, false, true, false, "blk.%d.attn_norm"},
       {"q", "model.layers.%d.self_attn.q_proj.weight", Space::QHeads, Space::Hidden, false, false, false, "blk.%d.attn_q"},
-      {"q_bias", "model.layers.%d.self_attn.q_proj.bias", Space::QHeads, Space::None, true, false, true, "blk.%d.attn_q"},
+      {"q_bias", "model.layers.%d.self_attn.q_proj.bias", Space::QHeads, Space::None, true, false, true, "blk.%d.attn_q", Role::Q},
       {"k", "model.layers.%d.self_attn.k_proj.weight", Space::KVHeads, Space::Hidden, false, false, false, "blk.%d.attn_k"},
-      {"k_bias", "model.layers.%d.self_attn.k_proj.bias", Space::KVHeads, Space::None, true, false, true, "blk.%d.attn_k"},
+      {"k_bias", "model.layers.%d.self_attn.k_proj.bias", Space::KVHeads, Space::None, true, false, true, "blk.%d.attn_k", Role::K},
       {"v", "model.layers.%d.self_attn.v_proj.weight", Space::KVHeads, Space::Hidden, false, false, false, "blk.%d.attn_v"},
-      {"v_bias", "model.layers.%d.self_attn.v_proj.bias", Space::KVHeads, Space::None, true, false, true, "blk.%d.attn_v"},
+      {"v_bias", "model.layers.%d.self_attn.v_proj.bias", Space::KVHeads, Space::None, true, false, true, "blk.%d.attn_v", Role::V},
       {"o", "model.layers.%d.self_attn.o_proj.weight", Space::Hidden, Space::QHeads, false, false, false, "blk.%d.attn_output"},
       {"mlp_norm", "model.layers.%d.post_attention_layernorm.weight", Space::Hidden, Space::None, false, true, false, "blk.%d.ffn_norm"},
       {"gate", "model.layers.%d.mlp.gate_proj.weight", Space::Mlp, Space::Hidden, false, false, false, "blk.%d.ffn_gate"},
       {"up", "model.layers.%d.mlp.up_proj.weight", Space::Mlp, Space::Hidden, false, false, false, "blk.%d.ffn_up"},
       {"down", "model.layers.%d.mlp.down_proj.weight", Space::Hidden, Space::Mlp, false, false, false, "blk.%d.ffn_down"},
+      {"o_bias", "model.layers.%d.self_attn.o_proj.bias", Space::Hidden, Space::None, true, false, true, "blk.%d.attn_output", Role::O},
+      {"gate_bias", "model.layers.%d.mlp.gate_proj.bias", Space::Mlp, Space::None, true, false, true, "blk.%d.ffn_gate", Role::Gate},
+      {"up_bias", "model.layers.%d.mlp.up_proj.bias", Space::Mlp, Space::None, true, false, true, "blk.%d.ffn_up", Role::Up},
+      {"down_bias", "model.layers.%d.mlp.down_proj.bias", Space::Hidden, Space::None, true, false, true, "blk.%d.ffn_down", Role::Down},
   }};
   a.global = {{
       {"embed", "model.embed_tokens.weight", Space::Vocab, Space::Hidden, false, false, false, "token_embd"},
       {"final_norm", "model.norm.weight", Space::Hidden, Space::None, false, true, false, "output_norm"},
       {"lm_head", "lm_head.weight", Space::Vocab, Space::Hidden, true, false, false, "output"},
   }};
+  a.keys = llama_keys();
   return a;
+}
+
+// HF LlamaConfig / MistralConfig: attention_bias (q, k, v, o) and mlp_bias (gate, up, down).
+std::vector<BiasSwitch> llama_biases() {
+  return {{"attention_bias", {Role::QBias, Role::KBias, Role::VBias, Role::OBias}},
+          {"mlp_bias", {Role::GateBias, Role::UpBias, Role::DownBias}}};
+}
+
+// ChatGLM2-6B, ChatGLM3-6B and GLM-4-9B in THUDM's "chatglm" format (docs: CHATGLM.md §2, §3.1).
+// query_key_value stores [all query heads | K groups | V groups] (multi_query_attention's blocked
+// layout), dense_h_to_4h stores [gate | up]; the first half of each head (kv_channels/2 dims) is
+// rotated in consecutive pairs with base 10000 * rope_ratio.
+ArchDesc make_chatglm() {
+  ArchDesc a;
+  a.family = "chatglm";
+  // add_qkv_bias: the fused query_key_value bias; add_bias_linear: dense, dense_h_to_4h (fused
+  // [gate | up]) and dense_4h_to_h (nn.Linear(bias=config.add_bias_linear) in THUDM's code).
+  a.bias_switches = {{"add_qkv_bias", {Role::QBias, Role::KBias, Role::VBias}},
+                     {"add_bias_linear", {Role::OBias, Role::GateBias, Role::UpBias, Role::DownBias}}};
+  const Space H = Space::Hidden, N = Space::None;
+  a.layer = {{
+      {"attn_norm", "transformer.encoder.layers.%d.input_layernorm.weight", H, N, false, true, false, "blk.%d.attn_norm"},
+      {"q", nullptr, Space::QHeads, H, false, false, false, nullptr},
+      {"q_bias", nullptr, Space::QHeads, N, true, false, true, nullptr, Role::Q},
+      {"k", nullptr, Space::KVHeads, H, false, false, false, nullptr},
+      {"k_bias", nullptr, Space::KVHeads, N, true, false, true, nullptr, Role::K},
+      {"v", nullptr, Space::KVHeads, H, false, false, false, nullptr},
+      {"v_bias", nullptr, Space::KVHeads, N, true, false, true, nullptr, Role::V},
+      {"o", "transformer.encoder.layers.%d.self_attention.dense.weight", H, Space::QHeads, false, false, false, "blk.%d.attn_output"},
+      {"mlp_norm", "transformer.encoder.layers.%d.post_attention_layernorm.weight", H, N, false, true, false, "blk.%d.ffn_norm"},
+      {"gate", nullptr, Space::Mlp, H, false, false, false, nullptr},
+      {"up", nullptr, Space::Mlp, H, false, false, false, nullptr},
+      {"down", "transformer.encoder.layers.%d.mlp.dense_4h_to_h.weight", H, Space::Mlp, false, false, false, "blk.%d.ffn_down"},
+      {"o_bias", "transformer.encoder.layers.%d.self_attention.dense.bias", H, N, true, false, true, "blk.%d.attn_output", Role::O},
+      {"gate_bias", nullptr, Space::Mlp, N, true, false, true, nullptr, Role::Gate},  // fused: dense_h_to_4h.bias
+      {"up_bias", nullptr, Space::Mlp, N, true, false, true, nullptr, Role::Up},
+      {"down_bias", "transformer.encoder.layers.%d.mlp.dense_4h_to_h.bias", H, N, true, false, true, "blk.%d.ffn_down", Role::Down},
+  }};
+  a.global = {{
+      {"embed", "transformer.embedding.word_embeddings.weight", Space::Vocab, H, false, false, false, "token_embd"},
+      {"final_norm", "transformer.encoder.final_layernorm.weight", H, N, false, true, false, "output_norm"},
+      {"lm_head", "transformer.output_layer.weight", Space::Vocab, H, true, false, false, "output"},
+  }};
+  a.fused = {
+      {"transformer.encoder.layers.%d.self_attention.query_key_value.weight", {Role::Q, Role::K, Role::V}, "blk.%d.attn_qkv", "query_key_value"},
+      {"transformer.encoder.layers.%d.self_attention.query_key_value.bias", {Role::QBias, Role::KBias, Role::VBias}, "blk.%d.attn_qkv", "query_key_value"},
+      {"transformer.encoder.layers.%d.mlp.dense_h_to_4h.weight", {Role::Gate, Role::Up}, "blk.%d.ffn_up", "dense_h_to_4h"},
+      {"transformer.encoder.layers.%d.mlp.dense_h_to_4h.bias", {Role::GateBias, Role::UpBias}, "blk.%d.ffn_up", "dense_h_to_4h"},
+  };
+  ConfigKeys& k = a.keys;
+  k.hidden = {"hidden_size"};
+  k.n_layer = {"num_layers", "num_hidden_layers"};
+  k.vocab = {"padded_vocab_size", "vocab_size"};
+  k.n_head = {"num_attention_heads"};
+  k.n_kv_head = {"multi_query_group_num"};
+  k.head_dim = {"kv_channels"};
+  k.d_ff = {"ffn_hidden_size"};
+  k.eps = {"layernorm_epsilon"};
+  k.max_pos = {"seq_length"};
+  k.rope_ratio = "rope_ratio";
+  k.rope_base_default = 10000;
+  k.eps_default = 1e-5;
+  k.max_pos_default = 2048;
+  k.kv_heads_enabled = "multi_query_attention";
+  k.head_dim_required = true;
+  a.requirements = {
+      {"rmsnorm", true, true, "LayerNorm with bias"},
+      {"post_layer_norm", true, true, "a model without a final norm"},
+      {"apply_residual_connection_post_layernorm", false, false, "a residual taken after the norm"},
+      {"multi_query_attention", true, false, "the per-head interleaved query_key_value layout"},
+  };
+  a.refusals = {
+      {"position_encoding_2d", "ChatGLM-6B (v1: 2D rotary, LayerNorm, GELU) is not supported; ChatGLM2/3 and GLM-4 are"},
+      {"inner_hidden_size", "ChatGLM-6B (v1: 2D rotary, LayerNorm, GELU) is not supported; ChatGLM2/3 and GLM-4 are"},
+      {"pre_seq_len", "P-tuning v2 prefix encoders are not supported"},
+      {"quantization_bit", "quantized ChatGLM checkpoints are not supported"},
+  };
+  a.norm = NormKind::RMS;
+  a.rotary = {RotaryPairing::ConsecutivePairs, 1, 2};
+  // ChatGLM2/3 SentencePiece: [MASK] [gMASK] [sMASK] sop eop after the pieces; ChatGLM3 adds the
+  // role tokens (ids that ChatGLM2 leaves unused in its padded vocabulary).
+  a.tokenizer.appended_specials = {"[MASK]", "[gMASK]", "[sMASK]", "sop", "eop",
+                                   "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"};
+  a.tokenizer.prefix = {{"[gMASK]"}, {"sop", "<sop>"}};  // GLM-4 spells it <sop>
+  a.gguf_arch = "chatglm";
+  a.gguf_tokenizer_pre = "chatglm-spm";
+  a.gguf_ragged = false;             // llama.cpp's chatglm loader takes one head count and MLP width
+  a.gguf_heads_span_hidden = true;   // its wo is {n_embd, n_embd} and Q the first n_embd rows of attn_qkv
+  a.gguf_biases = {Role::QBias, Role::KBias, Role::VBias};  // its loader has bqkv only (no bo, no ffn biases)
+  a.gguf_permute_qk = false;         // its graph rotates consecutive pairs (ROPE_TYPE_NORM): rows as stored
+  return a;
+}
+
+struct Entry {
+  const char* model_type;
+  const ArchDesc* desc;
+};
+
+const std::vector<Entry>& registry() {
+  static const ArchDesc llama = make_llama_like("llama", llama_biases(), "Llama");
+  // MistralAttention / MistralMLP build every projection with bias=False (no config key).
+  static const ArchDesc mistral = make_llama_like("mistral", {}, "Mistral");
+  // Qwen2Attention: q/k/v always with a bias, o without; the MLP has none.
+  static const ArchDesc qwen2 = make_llama_like("qwen2", {{nullptr, {Role::QBias, Role::KBias, Role::VBias}}}, "Qwen2");
+  static const ArchDesc chatglm = make_chatglm();
+  static const std::vector<Entry> entries = {{"llama", &llama}, {"mistral", &mistral}, {"qwen2", &qwen2}, {"chatglm", &chatglm}};
+  return entries;
 }
 
 }  // namespace
 
 const ArchDesc& arch_for_model_type(const std::string& model_type, const std::string& config_file) {
-  static const ArchDesc llama = make_llama_like("llama", false, "Llama");
-  static const ArchDesc mistral = make_llama_like("mistral", false, "Mistral");
-  static const ArchDesc qwen2 = make_llama_like("qwen2", true, "Qwen2");
-  if (model_type == "llama") return llama;
-  if (model_type == "mistral") return mistral;
-  if (model_type == "qwen2") return qwen2;
-  throw input_error(config_file, "model_type '" + model_type + "' is not supported (llama, mistral, qwen2 are)");
+  std::string known;
+  for (const Entry& e : registry()) {
+    if (model_type == e.model_type) return *e.desc;
+    known += (known.empty() ? "" : ", ") + std::string(e.model_type);
+  }
+  throw input_error(config_file, "model_type '" + model_type + "' is not supported (" + known + " are)");
+}
+
+std::vector<std::string> supported_model_types() {
+  std::vector<std::string> out;
+  for (const Entry& e : registry()) out.push_back(e.model_type);
+  return out;
 }
 
 const RoleDesc& role_desc(const ArchDesc& a, Role r) { return a.layer[size_t(r)]; }
 
-std::string layer_tensor_name(const ArchDesc& a, Role r, int layer) {
+const FusedTensor* fused_of(const ArchDesc& a, Role r) {
+  for (const FusedTensor& f : a.fused)
+    for (Role p : f.parts)
+      if (p == r) return &f;
+  return nullptr;
+}
+
+std::string fused_tensor_name(const FusedTensor& f, int layer) {
   char buf[256];
-  std::snprintf(buf, sizeof buf, role_desc(a, r).pattern, layer);
+  std::snprintf(buf, sizeof buf, f.pattern, layer);
   return buf;
 }
 
-bool role_from_short_name(const std::string& s, Role* out) {
-  static const std::pair<const char*, Role> names[] = {{"q", Role::Q}, {"k", Role::K}, {"v", Role::V}, {"o", Role::O},
-                                                       {"gate", Role::Gate}, {"up", Role::Up}, {"down", Role::Down}};
-  for (auto& [n, r] : names)
-    if (s == n) { *out = r; return true; }
-  return false;
+std::string layer_tensor_name(const ArchDesc& a, Role r, int layer) {
+  const RoleDesc& d = role_desc(a, r);
+  if (!d.pattern) {
+    const FusedTensor* f = fused_of(a, r);
+    if (!f) throw RuntimeError("architecture table '" + a.family + "': role '" + d.name + "' has no tensor name");
+    return fused_tensor_name(*f, layer) + "[" + d.name + "]";
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf, d.pattern, layer);
+  return buf;
+}
+
+namespace {
+// Role names and shapes are the same in every family; the llama table stands for all of them.
+const ArchDesc& reference_table() { return arch_for_model_type("llama", "<builtin>"); }
+}  // namespace
+
+const std::vector<Role>& matrix_roles() {
+  static const std::vector<Role> roles = [] {
+    std::vector<Role> out;
+    const ArchDesc& a = reference_table();
+    for (int r = 0; r < kNumLayerRoles; r++)
+      if (a.layer[size_t(r)].axis1 != Space::None) out.push_back(Role(r));
+    return out;
+  }();
+  return roles;
 }
 
 bool is_matrix_role(Role r) {
-  return r == Role::Q || r == Role::K || r == Role::V || r == Role::O || r == Role::Gate || r == Role::Up || r == Role::Down;
+  const auto& m = matrix_roles();
+  return std::find(m.begin(), m.end(), r) != m.end();
+}
+
+bool role_from_short_name(const std::string& s, Role* out) {
+  for (Role r : matrix_roles())
+    if (s == role_desc(reference_table(), r).name) {
+      *out = r;
+      return true;
+    }
+  return false;
+}
+
+Role bias_role_of(const ArchDesc& a, Role matrix) {
+  for (int r = 0; r < kNumLayerRoles; r++)
+    if (a.layer[size_t(r)].is_bias && a.layer[size_t(r)].bias_of == matrix) return Role(r);
+  return Role::Count;
+}
+
+const BiasSwitch* bias_switch_of(const ArchDesc& a, Role r) {
+  for (const BiasSwitch& s : a.bias_switches)
+    if (std::find(s.roles.begin(), s.roles.end(), r) != s.roles.end()) return &s;
+  return nullptr;
+}
+
+Presence bias_presence(const ArchDesc& a, Role r, const nlohmann::json& cfg, const std::string& config_file) {
+  const BiasSwitch* s = bias_switch_of(a, r);
+  if (!s) return Presence::Absent;
+  if (!s->config_key) return Presence::Required;
+  if (!cfg.is_object() || !cfg.contains(s->config_key) || cfg[s->config_key].is_null()) return Presence::Optional;
+  if (!cfg[s->config_key].is_boolean()) throw input_error(config_file, std::string("field '") + s->config_key + "' must be true or false");
+  return cfg[s->config_key].get<bool>() ? Presence::Required : Presence::Absent;
 }
 
 }  // namespace llmprune

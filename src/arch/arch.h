@@ -1,15 +1,28 @@
 #pragma once
-// Architectures as data: each family is a table of tensor roles with the HF tensor-name pattern
-// and the index space each axis lives in. The model loader, the saver, the GGUF exporter and the
-// dependency graph all read these tables; nothing else knows tensor names.
+// Architectures as data: each family is one description holding
+//   - its tensor roles with the HF tensor-name pattern, the llama.cpp name and the index space of
+//     each axis (what the loader, saver, GGUF exporter and dependency graph read);
+//   - its config.json vocabulary (which key holds the hidden size, the layer count, ...);
+//   - its per-layer behaviour (norm kind, rotary pairing and the fraction of a head rotated);
+//   - its FUSED tensors: a stored tensor that is the concatenation of several roles along rows
+//     (ChatGLM's query_key_value = [Q | K | V]); the loader splits it into role views, the saver
+//     and the GGUF exporter concatenate the roles again;
+//   - its tokenizer conventions (special tokens appended after the vocabulary, the prompt prefix).
+// Everything above arch/ works on separate roles; nothing else knows a family's names or keys.
 #include <array>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace llmprune {
 
-// Per-layer tensor roles, in execution order.
-enum class Role : int { AttnNorm, Q, QBias, K, KBias, V, VBias, O, MlpNorm, Gate, Up, Down, Count };
+// Per-layer tensor roles, in execution order, then the biases added later (o, gate, up, down):
+// appended so that role numbers, which seed LoRA's initialisation and dropout, stay put.
+enum class Role : int {
+  AttnNorm, Q, QBias, K, KBias, V, VBias, O, MlpNorm, Gate, Up, Down,
+  OBias, GateBias, UpBias, DownBias,
+  Count
+};
 constexpr int kNumLayerRoles = int(Role::Count);
 
 // Whole-model tensor roles.
@@ -22,31 +35,132 @@ constexpr int kNumGlobalRoles = int(GlobalRole::Count);
 enum class Space : int { None, Hidden, Vocab, QHeads, KVHeads, Mlp };
 
 struct RoleDesc {
-  const char* name;     // short name used in CLI flags and reports: "q", "gate", ...
-  const char* pattern;  // HF tensor name; "%d" is the layer index
+  const char* name;     // short name used in CLI flags and reports: "q", "gate", "o_bias", ...
+  const char* pattern;  // HF tensor name; "%d" is the layer index. nullptr: stored inside a fused tensor
   Space axis0, axis1;   // axis1 = None for vectors; matrices are [out, in] as in nn.Linear
-  bool optional;        // biases: present in some families only
+  bool optional;        // biases: present in some families / configs only (see BiasSwitch)
   bool is_norm, is_bias;
-  const char* gguf;     // llama.cpp tensor name stem ("blk.%d.attn_q")
+  const char* gguf;     // llama.cpp tensor name stem ("blk.%d.attn_q"); a bias adds ".bias"; unused for fused parts
+  Role bias_of = Role::Count;  // a bias: the matrix whose output [N, rows] it is added to
+};
+
+// Biases a family carries, switched on together by one config.json boolean (HF LLaMA's
+// `attention_bias` puts a bias on q, k, v and o; `mlp_bias` on gate, up and down; ChatGLM's
+// `add_qkv_bias` on the fused query_key_value).
+// config_key == nullptr: always present (Qwen2's q/k/v biases).
+struct BiasSwitch {
+  const char* config_key;
+  std::vector<Role> roles;
+};
+
+// A stored tensor made of several roles concatenated along axis 0 (rows; for vectors, entries),
+// in `parts` order. The size of each part is the size of its role's axis-0 index space, known
+// from the layer's other tensors (ChatGLM: Q rows = dense's columns, MLP rows = dense_4h_to_h's
+// columns); parts whose space no other tensor states share the remaining rows equally (K and V).
+struct FusedTensor {
+  const char* pattern;      // HF tensor name with "%d" for the layer
+  std::vector<Role> parts;  // concatenated in this order
+  const char* gguf;         // llama.cpp tensor name stem when llama.cpp keeps it fused, else nullptr
+  const char* lora_module;  // PEFT module name ("query_key_value")
+};
+
+enum class NormKind { RMS };  // RMSNorm, weight only (LayerNorm-with-bias families are not described yet)
+
+// How RoPE pairs the rotated dimensions of a head.
+enum class RotaryPairing {
+  RotateHalf,        // LLaMA/NeoX: dims (i, i + r/2), i < r/2
+  ConsecutivePairs,  // GPT-J/ChatGLM: dims (2i, 2i+1), i < r/2
+};
+
+struct RotaryDesc {
+  RotaryPairing pairing = RotaryPairing::RotateHalf;
+  int rotated_num = 1, rotated_den = 1;  // r = head_dim * num / den dims are rotated, the rest pass through
+  int rotated_dims(int head_dim) const { return head_dim * rotated_num / rotated_den; }
+};
+
+// config.json keys. Each list is tried in order; reading takes the first present, writing updates
+// every one present (GLM-4 states both num_layers and num_hidden_layers) and adds the first.
+struct ConfigKeys {
+  std::vector<const char*> hidden, n_layer, vocab, n_head, n_kv_head, head_dim, d_ff, eps, max_pos;
+  const char* rope_theta = nullptr;  // the RoPE base itself ("rope_theta")
+  const char* rope_ratio = nullptr;  // or a multiplier of rope_base_default ("rope_ratio": base = 10000 * ratio)
+  double rope_base_default = 10000, eps_default = 1e-6;
+  int max_pos_default = 2048;
+  const char* kv_heads_enabled = nullptr;  // boolean key that must be true for n_kv_head to be read ("multi_query_attention")
+  bool head_dim_required = false;          // head_dim is not hidden / heads in general (kv_channels)
+};
+
+// A boolean config key that must have a given value for the description to hold.
+struct ConfigRequirement {
+  const char* key;
+  bool required, default_value;  // default_value: its meaning when absent
+  const char* meaning;           // what the other value would need ("LayerNorm with bias")
+};
+
+// A config key whose presence marks a variant this description does not cover.
+struct ConfigRefusal {
+  const char* key;
+  const char* meaning;
+};
+
+// Token strings added after the tokenizer's own vocabulary (ids continue from its size), and the
+// tokens every encoded text starts with (instead of BOS).
+struct TokenizerConvention {
+  std::vector<const char*> appended_specials;      // after a SentencePiece model's pieces
+  std::vector<std::vector<const char*>> prefix;    // each: the accepted spellings of one token
 };
 
 struct ArchDesc {
-  std::string family;                    // "llama" (also mistral), "qwen2"
+  std::string family;                    // "llama" (also mistral), "qwen2", "chatglm"
   std::array<RoleDesc, kNumLayerRoles> layer;
   std::array<RoleDesc, kNumGlobalRoles> global;
-  bool qkv_bias_expected;                // the family ships q/k/v biases
+  std::vector<BiasSwitch> bias_switches;  // a bias role in none of them is never present
   // Class-name stem of the transformers remote code written beside ragged models
   // (model/hf_code.h: "Llama" -> modeling_llmprune.LlmpruneLlamaForCausalLM); "" = none exists,
   // a ragged model of the family then loads in llmprune and llama.cpp only.
   std::string hf_remote_classes;
+  std::vector<FusedTensor> fused;        // stored tensors holding several roles
+  ConfigKeys keys;
+  std::vector<ConfigRequirement> requirements;
+  std::vector<ConfigRefusal> refusals;
+  NormKind norm = NormKind::RMS;
+  RotaryDesc rotary;
+  TokenizerConvention tokenizer;
+  const char* gguf_arch = "llama";       // llama.cpp general.architecture for uniform models
+  bool gguf_ragged = true;               // llama.cpp can load per-layer sizes for this family
+  bool gguf_permute_qk = true;           // q/k rows reordered to llama.cpp's RoPE layout (rotate-half families)
+  bool gguf_heads_span_hidden = false;   // llama.cpp's graph needs heads x head size = hidden (no key_length key)
+  const char* gguf_tokenizer_pre = nullptr;  // llama.cpp pre-tokenizer for a SentencePiece vocabulary ("chatglm-spm")
+  // The biases llama.cpp's architecture reads (its `llama` and `deci` loaders take all seven);
+  // exporting another is refused rather than written into a file llama.cpp would reject.
+  std::vector<Role> gguf_biases = {Role::QBias, Role::KBias, Role::VBias, Role::OBias, Role::GateBias, Role::UpBias, Role::DownBias};
 };
 
 // The table for a config.json model_type; throws UserError for unknown ones.
 const ArchDesc& arch_for_model_type(const std::string& model_type, const std::string& config_file);
+// Every registered model_type (for messages and docs).
+std::vector<std::string> supported_model_types();
 const RoleDesc& role_desc(const ArchDesc& a, Role r);
+// The HF name of a role's tensor; a role stored inside a fused tensor is named "<fused>[<role>]".
 std::string layer_tensor_name(const ArchDesc& a, Role r, int layer);
-// Role of a short name ("q", "k", "v", "o", "gate", "up", "down"); false if unknown.
+// The fused tensor holding role r, or nullptr when r is stored on its own.
+const FusedTensor* fused_of(const ArchDesc& a, Role r);
+std::string fused_tensor_name(const FusedTensor& f, int layer);
+// Role of a projection's short name ("q", "k", "v", "o", "gate", "up", "down"); false if unknown.
 bool role_from_short_name(const std::string& s, Role* out);
+// Weight-matrix roles (projections), in execution order; the same in every family.
+const std::vector<Role>& matrix_roles();
 bool is_matrix_role(Role r);
+// The bias role of projection `matrix` in table a (Role::Count when the table has none).
+Role bias_role_of(const ArchDesc& a, Role matrix);
+
+// Whether a model with config.json `cfg` carries bias role r.
+enum class Presence { Absent, Optional, Required };
+// Required when its switch has no key or the key is true, Absent when the key is false or the
+// family carries no such bias, Optional when the key is missing (older checkpoints with q/k/v
+// biases and no attention_bias key). A key that is not a boolean is a UserError naming the file.
+Presence bias_presence(const ArchDesc& a, Role r, const nlohmann::json& cfg, const std::string& config_file);
+// The switch holding bias role r, or nullptr.
+const BiasSwitch* bias_switch_of(const ArchDesc& a, Role r);
 
 }  // namespace llmprune

@@ -136,10 +136,8 @@ std::string metric_note(const std::vector<TaskResult>& tasks) {
 std::string convention_note(const EvalArgs& a, const std::vector<TaskResult>& tasks, int max_len) {
   std::string s = a.harness == "0.3" ? "lm-evaluation-harness 0.3 (LLM-Pruner's) tokenisation"
                                      : "lm-evaluation-harness 0.4 tokenisation";
-  std::string on, off;
-  for (auto& t : tasks) (t.bos ? on : off) += std::string((t.bos ? on : off).empty() ? "" : ",") + t.info.name;
-  if (!on.empty() && !off.empty()) s += ", BOS on (" + on + "), off (" + off + ")";
-  else s += on.empty() ? ", no BOS" : ", BOS before each context";
+  const bool bos = !tasks.empty() && tasks.front().bos;  // one setting for every task
+  s += bos ? ", BOS before each context (add_bos_token=True)" : ", no BOS";
   s += ", context window " + std::to_string(max_len);
   if (a.limit > 0) s += ", first " + std::to_string(a.limit) + " items per task";
   return s;
@@ -175,6 +173,9 @@ void run_eval(const EvalArgs& a) {
   if (a.json && a.markdown) throw UserError("--json and --markdown are exclusive");
   if (a.bos != "auto" && a.bos != "on" && a.bos != "off") throw UserError("--bos must be auto, on or off");
   if (a.harness != "0.4" && a.harness != "0.3") throw UserError("--harness must be 0.4 or 0.3");
+  if (a.harness == "0.3" && a.bos == "on")
+    throw UserError("--bos on: lm-evaluation-harness 0.3 never adds BOS for causal models (add_special_tokens=False); "
+                    "use --harness 0.4 --bos on for add_bos_token=True");
   if (!a.tasks.empty() && a.task_dir.empty()) throw UserError("--tasks needs --task-dir DIR (one sub-folder per task)");
   if (a.json) Progress::set_enabled(false);
 
@@ -343,7 +344,7 @@ void register_eval(CLI::App& app) {
                   "openbookqa,kjv_cloze");
   cmd->add_option("--task-dir", a->task_dir, "folder with one sub-folder per task (docs/eval.md)");
   cmd->add_option("--limit", a->limit, "score only the first N items of each task (0 = all)");
-  cmd->add_option("--bos", a->bos, "BOS before each context: auto (per task), on, off")->capture_default_str();
+  cmd->add_option("--bos", a->bos, "BOS before each context: auto (= off, lm-eval's default), on (lm-eval's add_bos_token=True), off")->capture_default_str();
   cmd->add_option("--harness", a->harness, "tokenisation of lm-evaluation-harness 0.4, or 0.3 (LLM-Pruner's fork)")
       ->capture_default_str();
   cmd->add_option("--max-length", a->max_length, "zero-shot context window in tokens (default: the model's)");

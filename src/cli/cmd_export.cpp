@@ -54,7 +54,7 @@ void run_export(const ExportArgs& a) {
   std::unique_ptr<Tokenizer> tok;
   std::string tok_note;
   try {
-    tok = load_tokenizer(src_dir);
+    tok = load_tokenizer_for_model(src_dir);
   } catch (const UserError& e) {
     if (!is_gguf(a.model)) tok_note = e.what();
   }

@@ -27,7 +27,7 @@ void run_generate(const GenArgs& a) {
   Model m = Model::load(a.model);
   auto tok = load_model_tokenizer(a.model);
   std::vector<int32_t> ids;
-  if (!a.no_bos && tok->bos_id() >= 0) ids.push_back(tok->bos_id());
+  if (!a.no_bos) ids = tok->prefix_ids();
   auto body = tok->encode(a.prompt);
   ids.insert(ids.end(), body.begin(), body.end());
   Runner r(m);

@@ -31,8 +31,15 @@ void run_info(const InfoArgs& a) {
   } catch (const std::exception& e) {
     tok_kind = std::string("unavailable (") + e.what() + ")";
   }
+  // The projections carrying a bias (layer 0; biases are all-or-nothing per role).
+  std::vector<std::string> biases;
+  for (int r = 0; r < kNumLayerRoles; r++) {
+    const RoleDesc& d = role_desc(*m.arch, Role(r));
+    if (d.is_bias && !m.layers[0].w[size_t(r)].empty()) biases.push_back(role_desc(*m.arch, d.bias_of).name);
+  }
   if (a.json) {
     nlohmann::json j;
+    j["biases"] = biases;
     j["model"] = a.model;
     j["model_type"] = m.cfg.model_type;
     j["hidden_size"] = m.cfg.hidden;
@@ -59,6 +66,9 @@ void run_info(const InfoArgs& a) {
               m.cfg.layers[0].n_kv_head == m.cfg.layers[0].n_head ? "MHA" : "GQA", m.cfg.rope_theta,
               m.cfg.rope_scaling.type.empty() ? "" : (" (" + m.cfg.rope_scaling.type + " scaling)").c_str(), m.cfg.rms_eps,
               m.cfg.tied ? "tied" : "untied");
+  std::string bias_list;
+  for (auto& b : biases) bias_list += (bias_list.empty() ? "" : ", ") + b;
+  std::printf("biases       %s\n", biases.empty() ? "none" : bias_list.c_str());
   std::printf("dtype        %s; size on disk %s in %zu file(s)\n", dtype_name(m.storage_dtype()).c_str(),
               human_bytes(double(disk)).c_str(), m.files.size());
   std::printf("tokenizer    %s (%d pieces)\n", tok_kind.c_str(), tok_vocab);

@@ -95,10 +95,6 @@ void run_prune(const PruneArgs& a) {
     throw UserError("--layer-ratios sets the per-layer ratios itself: leave --allocation uniform");
   if (alloc.allocation != Allocation::Uniform && (!std::isnan(a.attn_ratio) || !std::isnan(a.mlp_ratio)))
     throw UserError("--allocation " + a.allocation + " takes one --ratio (not --attn-ratio / --mlp-ratio)");
-  if (compensation_has_bias(compensation))
-    throw UserError("--compensate " + a.compensate +
-                    " needs o_proj/down_proj biases in the saved LLaMA model, which this build cannot write yet; use "
-                    "--compensate lstsq");
   io.reduction = parse_reduction(a.reduction);
   io.seed = a.seed;
   io.compute = parse_compute(a.compute);
@@ -142,7 +138,7 @@ void run_prune(const PruneArgs& a) {
     if (a.calib.empty()) throw UserError("--importance taylor needs --calib FILE (calibration text)");
     if (a.calib_seq_len > original.cfg.max_pos)
       throw UserError("--calib-seq-len " + std::to_string(a.calib_seq_len) + " exceeds the model's context of " + std::to_string(original.cfg.max_pos));
-    auto tok = load_tokenizer(model_dir_of(a.model));
+    auto tok = load_tokenizer_for_model(model_dir_of(a.model));
     auto stream = tokenize_file_with_bos(*tok, a.calib);
     CalibOptions co;
     co.file = a.calib;

@@ -66,7 +66,7 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model) {
     if (!std::filesystem::exists(dir / "tokenizer.json") && !std::filesystem::exists(dir / "tokenizer.model"))
       return load_gguf_tokenizer(p);
   }
-  return load_tokenizer(model_dir_of(model));
+  return load_tokenizer_for_model(model_dir_of(model));
 }
 
 }  // namespace llmprune::cli

@@ -19,4 +19,13 @@ inline UserError input_error(const std::string& file, const std::string& what) {
   return UserError(file + ": " + what);
 }
 
+// A name read from an input file, safe to put in a one-line message: bytes outside printable
+// ASCII become '?', and it is cut at 80 characters.
+inline std::string printable_name(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? char(c) : '?';
+  if (s.size() > 80) out += "...";
+  return out;
+}
+
 }  // namespace llmprune

@@ -38,6 +38,14 @@ Tensor Tensor::converted(DType t) const {
   return out;
 }
 
+Tensor Tensor::row_view(int64_t r0, int64_t n) const {
+  Tensor v = *this;
+  v.shape.at(0) = n;
+  const size_t row_bytes = shape.empty() ? 0 : nbytes() / size_t(shape[0] ? shape[0] : 1);
+  v.data = static_cast<uint8_t*>(data) + size_t(r0) * row_bytes;
+  return v;
+}
+
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); i++) {

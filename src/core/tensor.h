@@ -34,6 +34,8 @@ struct Tensor {
   Tensor to_f32_copy() const;
   // An owned copy in dtype `t`.
   Tensor converted(DType t) const;
+  // A view of rows [r0, r0 + n) (entries for a vector), sharing this tensor's memory and owner.
+  Tensor row_view(int64_t r0, int64_t n) const;
 };
 
 std::string shape_str(const std::vector<int64_t>& shape);

@@ -15,7 +15,7 @@ std::vector<int32_t> tokenize_file_with_bos(const Tokenizer& tok, const std::str
   std::string text = read_text_file(path);
   if (text.empty()) throw input_error(path, "file is empty");
   std::vector<int32_t> ids;
-  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  ids = tok.prefix_ids();  // BOS, or the family's prefix (ChatGLM: [gMASK] sop)
   auto body = tok.encode(text);
   ids.insert(ids.end(), body.begin(), body.end());
   return ids;

@@ -500,14 +500,14 @@ std::vector<McItem> read_generic(const fs::path& file, std::vector<fs::path>& fi
 
 const std::vector<TaskInfo>& known_tasks() {
   static const std::vector<TaskInfo> t = {
-      {"boolq", "BoolQ", "boolq", true, false, "acc"},
-      {"piqa", "PIQA", "piqa", true, true, "acc"},
-      {"hellaswag", "HellaSwag", "hellaswag", true, true, "acc_norm"},
-      {"winogrande", "WinoGrande", "winogrande", true, false, "acc"},
-      {"arc_easy", "ARC-e", "arc", true, true, "acc"},
-      {"arc_challenge", "ARC-c", "arc", true, true, "acc_norm"},
-      {"openbookqa", "OBQA", "openbookqa", true, true, "acc_norm"},
-      {"kjv_cloze", "KJV-cloze", "kjv-cloze", false, true, "acc"},
+      {"boolq", "BoolQ", "boolq", false, "acc"},
+      {"piqa", "PIQA", "piqa", true, "acc"},
+      {"hellaswag", "HellaSwag", "hellaswag", true, "acc_norm"},
+      {"winogrande", "WinoGrande", "winogrande", false, "acc"},
+      {"arc_easy", "ARC-e", "arc", true, "acc"},
+      {"arc_challenge", "ARC-c", "arc", true, "acc_norm"},
+      {"openbookqa", "OBQA", "openbookqa", true, "acc_norm"},
+      {"kjv_cloze", "KJV-cloze", "kjv-cloze", true, "acc"},
   };
   return t;
 }

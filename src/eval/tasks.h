@@ -33,7 +33,6 @@ struct TaskInfo {
   std::string name;           // "arc_easy"
   std::string display;        // "ARC-e" (table column)
   std::string folder;         // sub-folder of the task directory
-  bool default_bos = true;    // BOS before the context (kjv_cloze: no, per the fixtures README)
   bool has_acc_norm = true;   // lm-eval reports acc_norm (not for boolq, winogrande)
   std::string paper_metric;   // "acc" or "acc_norm": the LLM-Pruner paper's column
 };

@@ -23,7 +23,7 @@ Request encode_request(const Tokenizer& tok, const std::string& context, const s
     return r;
   }
   std::vector<int32_t> head;
-  if (bos && tok.bos_id() >= 0) head.push_back(tok.bos_id());
+  if (bos) head = tok.prefix_ids();
   if (style == HarnessStyle::V03) {
     r.ctx = head;
     auto c = tok.encode(context);
@@ -160,7 +160,7 @@ TaskResult evaluate_task(Runner& r, const Tokenizer& tok, const TaskData& task, 
   res.info = task.info;
   res.n_total = int64_t(task.items.size());
   res.n = opt.limit > 0 ? std::min(opt.limit, res.n_total) : res.n_total;
-  res.bos = opt.bos < 0 ? task.info.default_bos : opt.bos == 1;
+  res.bos = opt.bos == 1;  // lm-eval encodes without special tokens unless add_bos_token=True
   if (res.bos && tok.bos_id() < 0) res.bos = false;  // nothing to prepend (as an HF tokenizer without BOS)
   int max_len = opt.max_len > 0 ? opt.max_len : r.model().cfg.max_pos;
   LoglikScorer scorer(r, max_len);

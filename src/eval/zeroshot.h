@@ -14,13 +14,15 @@
 
 namespace llmprune {
 
-// How requests are tokenised.
-//   V04 (default): lm-evaluation-harness 0.4 with an HF LLaMA tokenizer. Trailing whitespace of
-//     the context moves to the continuation; context_enc = [BOS] + encode(context);
-//     continuation_enc = ([BOS] + encode(context + continuation))[len(context_enc):].
+// How requests are tokenised (docs/eval.md, Scoring).
+//   V04 (default): lm-evaluation-harness 0.4's HF causal model. Trailing whitespace of the context
+//     moves to the continuation; context_enc = encode(context); continuation_enc =
+//     encode(context + continuation)[len(context_enc):]. No BOS (lm-eval 0.4.0-0.4.9.1's default,
+//     add_bos_token=False); with `bos`, [BOS] before both encodings (add_bos_token=True, and the
+//     default of lm-eval >= 0.4.9.2 for a tokenizer whose add_bos_token is true, as LLaMA's).
 //   V03: lm-evaluation-harness 0.3 (the fork LLM-Pruner's paper numbers come from): context and
-//     continuation encoded separately, no BOS (add_special_tokens=False).
-// Either way an empty context becomes the single prefix token (BOS, else EOS).
+//     continuation encoded separately, no BOS (add_special_tokens=False; the CLI refuses --bos on).
+// An empty context becomes the single prefix token: V04 BOS (else EOS), V03 EOS.
 enum class HarnessStyle { V04, V03 };
 
 struct Request {
@@ -50,7 +52,7 @@ class LoglikScorer {
 
 struct ZeroShotOptions {
   int64_t limit = 0;  // first N items (0 = all), as lm-eval's --limit
-  int bos = -1;       // -1: the task's default, 0: off, 1: on
+  int bos = -1;       // -1: lm-eval's default (off), 0: off, 1: on
   HarnessStyle style = HarnessStyle::V04;
   int max_len = 0;    // context window; 0 = the model's max_position_embeddings
 };

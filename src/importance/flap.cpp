@@ -4,18 +4,19 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/names.h"
 #include "model/forward.h"
 
 namespace llmprune {
 
-FlapMetric parse_flap_metric(const std::string& s) {
-  if (s == "wifv") return FlapMetric::Wifv;
-  if (s == "ifv") return FlapMetric::Ifv;
-  if (s == "wifn") return FlapMetric::Wifn;
-  throw UserError("--flap-metric '" + s + "' is not one of wifv, ifv, wifn");
-}
+namespace {
+constexpr NameTable<FlapMetric, 3> kFlapMetricNames{
+    {{FlapMetric::Wifv, "wifv"}, {FlapMetric::Ifv, "ifv"}, {FlapMetric::Wifn, "wifn"}}};
+}  // namespace
 
-std::string flap_metric_name(FlapMetric m) { return m == FlapMetric::Wifv ? "wifv" : m == FlapMetric::Ifv ? "ifv" : "wifn"; }
+FlapMetric parse_flap_metric(const std::string& s) { return parse_name(kFlapMetricNames, s, "--flap-metric"); }
+
+std::string flap_metric_name(FlapMetric m) { return name_of(kFlapMetricNames, m); }
 
 std::vector<double> flap_channel_metric(FlapMetric metric, const ChannelStats& st, const float* W, int64_t out,
                                         int64_t in) {

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/names.h"
 #include "model/backward.h"
 
 namespace llmprune {
@@ -25,15 +26,16 @@ Criterion parse_criterion(const std::string& imp, const std::string& taylor) {
   throw UserError("--importance '" + imp + "' is not one of random, l1, l2, taylor, flap");
 }
 
-Reduction parse_reduction(const std::string& s) {
-  if (s == "sum") return Reduction::Sum;
-  if (s == "mean") return Reduction::Mean;
-  if (s == "max") return Reduction::Max;
-  if (s == "prod") return Reduction::Prod;
-  if (s == "first") return Reduction::First;
-  if (s == "last") return Reduction::Last;
-  throw UserError("--group-reduction '" + s + "' is not one of sum, mean, max, prod, first, last");
-}
+namespace {
+constexpr NameTable<Reduction, 6> kReductionNames{{{Reduction::Sum, "sum"},
+                                                  {Reduction::Mean, "mean"},
+                                                  {Reduction::Max, "max"},
+                                                  {Reduction::Prod, "prod"},
+                                                  {Reduction::First, "first"},
+                                                  {Reduction::Last, "last"}}};
+}  // namespace
+
+Reduction parse_reduction(const std::string& s) { return parse_name(kReductionNames, s, "--group-reduction"); }
 
 std::string criterion_name(Criterion c) {
   switch (c) {
@@ -48,10 +50,7 @@ std::string criterion_name(Criterion c) {
   return "?";
 }
 
-std::string reduction_name(Reduction r) {
-  const char* n[] = {"sum", "mean", "max", "prod", "first", "last"};
-  return n[int(r)];
-}
+std::string reduction_name(Reduction r) { return name_of(kReductionNames, r); }
 
 bool needs_gradients(Criterion c) { return c == Criterion::Vector || c == Criterion::Element1 || c == Criterion::Element2 || c == Criterion::Fisher; }
 bool needs_fisher(Criterion c) { return c == Criterion::Element2 || c == Criterion::Fisher; }

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/pytorch_bin.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -119,7 +120,7 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
   return out;
 }
 
-SafetensorsFile SafetensorsFile::open(const fs::path& path) {
+std::shared_ptr<void> map_file_readonly(const fs::path& path, const uint8_t** data, size_t* size) {
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) throw input_error(path.string(), std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
@@ -143,7 +144,16 @@ SafetensorsFile SafetensorsFile::open(const fs::path& path) {
     map->track();
   }
   ::close(fd);
-  SafetensorsFile f = parse_safetensors(static_cast<const uint8_t*>(map->addr), map->size, path.string());
+  *data = static_cast<const uint8_t*>(map->addr);
+  *size = map->size;
+  return map;
+}
+
+SafetensorsFile SafetensorsFile::open(const fs::path& path) {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  std::shared_ptr<void> map = map_file_readonly(path, &data, &size);
+  SafetensorsFile f = parse_safetensors(data, size, path.string());
   f.path = path;
   for (auto& [name, t] : f.tensors) {
     if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
@@ -158,11 +168,21 @@ SafetensorsFile SafetensorsFile::open(const fs::path& path) {
   return f;
 }
 
-std::map<std::string, Tensor> load_checkpoint_tensors(const fs::path& dir, std::vector<fs::path>* files) {
+namespace {
+
+// One checkpoint format's file names and shard reader (safetensors, PyTorch .bin).
+struct CheckpointFormat {
+  const char* single;  // model.safetensors
+  const char* index;   // model.safetensors.index.json
+  std::map<std::string, Tensor> (*read_shard)(const fs::path&);
+};
+
+std::map<std::string, Tensor> read_safetensors_shard(const fs::path& f) { return SafetensorsFile::open(f).tensors; }
+
+std::map<std::string, Tensor> load_checkpoint_format(const fs::path& dir, const CheckpointFormat& fmt, std::vector<fs::path>* files) {
   std::map<std::string, Tensor> all;
   std::vector<fs::path> shard_files;
-  fs::path single = dir / "model.safetensors";
-  fs::path index = dir / "model.safetensors.index.json";
+  const fs::path index = dir / fmt.index;
   std::map<std::string, std::string> weight_map;
   if (fs::exists(index)) {
     std::ifstream in(index);
@@ -178,21 +198,18 @@ std::map<std::string, Tensor> load_checkpoint_tensors(const fs::path& dir, std::
       weight_map[tname] = f;
       if (seen.insert(f).second) shard_files.push_back(dir / f);
     }
-  } else if (fs::exists(single)) {
-    shard_files.push_back(single);
   } else {
-    throw input_error(dir.string(), "no model.safetensors or model.safetensors.index.json");
+    shard_files.push_back(dir / fmt.single);
   }
   for (auto& f : shard_files) {
     std::error_code ec;  // the non-throwing overload: a too-long name is "missing", not a filesystem_error
     if (!fs::exists(f, ec)) throw input_error(f.string(), "shard named by the index is missing");
-    SafetensorsFile sf = SafetensorsFile::open(f);
-    for (auto& [name, t] : sf.tensors) {
+    for (auto& [name, t] : fmt.read_shard(f)) {
       if (all.count(name)) throw input_error(f.string(), "tensor '" + name + "' also appears in another shard");
       if (!weight_map.empty()) {
         auto it = weight_map.find(name);
         if (it == weight_map.end() || dir / it->second != f)
-          throw input_error(f.string(), "tensor '" + name + "' is not listed for this shard in model.safetensors.index.json");
+          throw input_error(f.string(), "tensor '" + name + "' is not listed for this shard in " + fmt.index);
       }
       all.emplace(name, std::move(t));
     }
@@ -201,6 +218,17 @@ std::map<std::string, Tensor> load_checkpoint_tensors(const fs::path& dir, std::
     if (!all.count(tname)) throw input_error((dir / f).string(), "tensor '" + tname + "' listed in the index is missing");
   if (files) *files = shard_files;
   return all;
+}
+
+}  // namespace
+
+std::map<std::string, Tensor> load_checkpoint_tensors(const fs::path& dir, std::vector<fs::path>* files) {
+  static const CheckpointFormat kSafetensors{"model.safetensors", "model.safetensors.index.json", read_safetensors_shard};
+  static const CheckpointFormat kPytorchBin{"pytorch_model.bin", "pytorch_model.bin.index.json", read_pytorch_bin};
+  // safetensors wins when a repository ships both (it is what HF loads first, and cheaper to check).
+  for (const CheckpointFormat* fmt : {&kSafetensors, &kPytorchBin})
+    if (fs::exists(dir / fmt->index) || fs::exists(dir / fmt->single)) return load_checkpoint_format(dir, *fmt, files);
+  throw input_error(dir.string(), "no model.safetensors or model.safetensors.index.json (nor pytorch_model.bin or pytorch_model.bin.index.json)");
 }
 
 size_t release_mapped_pages(const void* p, size_t n) {

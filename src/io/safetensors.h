@@ -27,12 +27,17 @@ struct SafetensorsFile {
 SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& name);
 
 // All tensors of a checkpoint directory: model.safetensors, or the shards named by
-// model.safetensors.index.json. Names must be unique across shards.
+// model.safetensors.index.json; when neither exists, pytorch_model.bin or the shards named by
+// pytorch_model.bin.index.json (io/pytorch_bin.h). Names must be unique across shards.
 std::map<std::string, Tensor> load_checkpoint_tensors(const std::filesystem::path& dir,
                                                       std::vector<std::filesystem::path>* files = nullptr);
 
+// mmaps `path` read-only and registers the mapping for release_mapped_pages; the returned owner
+// keeps it alive (put it in Tensor::owner of views into it). Throws UserError naming the file.
+std::shared_ptr<void> map_file_readonly(const std::filesystem::path& path, const uint8_t** data, size_t* size);
+
 // Drops this process's pages of [p, p+n) when the range lies inside a live read-only mapping made
-// by SafetensorsFile::open (whole pages, rounded outwards); a no-op for any other memory (owned
+// by map_file_readonly (whole pages, rounded outwards); a no-op for any other memory (owned
 // buffers are never touched). The bytes stay in the page cache and fault back in on the next
 // read, so a model streamed layer by layer does not accumulate in RSS. Returns the bytes released.
 size_t release_mapped_pages(const void* p, size_t n);

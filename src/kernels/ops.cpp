@@ -39,13 +39,15 @@ void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, co
   if (N == 0 || O == 0 || C == 0) return;
   if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, O, 1.0f, dout, O, W, C, 1.0f, dinp, C);
   if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, C, N, 1.0f, dout, O, inp, C, 1.0f, dW, C);
-  if (dbias) {
+  if (dbias) bias_backward(dbias, dout, N, O);
+}
+
+void bias_backward(float* dbias, const float* dout, int N, int O) {
 #pragma omp parallel for if (size_t(N) * O > kParallelMin)
-    for (int o = 0; o < O; o++) {
-      float s = 0;
-      for (int n = 0; n < N; n++) s += dout[size_t(n) * O + o];
-      dbias[o] += s;
-    }
+  for (int o = 0; o < O; o++) {
+    float s = 0;
+    for (int n = 0; n < N; n++) s += dout[size_t(n) * O + o];
+    dbias[o] += s;
   }
 }
 
@@ -130,31 +132,45 @@ void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* in
 }
 
 // HF rotate-half: for i < D/2, (x_i, x_{i+D/2}) rotates by angle(p, i).
+// Rotates pairs (a_i, b_i), i < rot/2, of each head by angle(pos, i): rotate-half pairs
+// (i, i + rot/2) or consecutive pairs (2i, 2i+1). sign -1 rotates back (the backward).
 static void rope_apply(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D,
-                       float sign) {
-  int half = D / 2;
-#pragma omp parallel for if (size_t(N) * n_heads * D > kParallelMin)
+                       int rot, bool consecutive, float sign) {
+  const int half = rot / 2;
+  const int a_step = consecutive ? 2 : 1, b_offset = consecutive ? 1 : half;
+#pragma omp parallel for if (size_t(N) * n_heads * rot > kParallelMin)
   for (int n = 0; n < N; n++) {
     const float* c = cos_t + size_t(pos[n]) * half;
     const float* s = sin_t + size_t(pos[n]) * half;
     for (int h = 0; h < n_heads; h++) {
       float* v = x + (size_t(n) * n_heads + h) * D;
       for (int i = 0; i < half; i++) {
-        float a = v[i], b = v[i + half];
+        const int ia = a_step * i, ib = ia + b_offset;
+        float a = v[ia], b = v[ib];
         float si = sign * s[i];
-        v[i] = a * c[i] - b * si;
-        v[i + half] = b * c[i] + a * si;
+        v[ia] = a * c[i] - b * si;
+        v[ib] = b * c[i] + a * si;
       }
     }
   }
 }
 
 void rope_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D) {
-  rope_apply(x, pos, cos_t, sin_t, N, n_heads, D, 1.0f);
+  rope_apply(x, pos, cos_t, sin_t, N, n_heads, D, D, false, 1.0f);
 }
 
 void rope_backward(float* dx, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D) {
-  rope_apply(dx, pos, cos_t, sin_t, N, n_heads, D, -1.0f);
+  rope_apply(dx, pos, cos_t, sin_t, N, n_heads, D, D, false, -1.0f);
+}
+
+void rope_pairs_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D,
+                        int rot) {
+  rope_apply(x, pos, cos_t, sin_t, N, n_heads, D, rot, true, 1.0f);
+}
+
+void rope_pairs_backward(float* dx, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads,
+                         int D, int rot) {
+  rope_apply(dx, pos, cos_t, sin_t, N, n_heads, D, rot, true, -1.0f);
 }
 
 void attention_forward(float* out, float* probs, const float* q, const float* k, const float* v, int B, int Tq,

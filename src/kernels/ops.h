@@ -16,6 +16,8 @@ void gemm_nt(int M, int N, int K, const float* A, int lda, const float* B, int l
 // dinp[N,C] += dout . W ; dW[O,C] += dout^T . inp ; dbias[O] += sum_n dout. Null pointers skip.
 void linear_backward(float* dinp, float* dW, float* dbias, const float* dout, const float* inp, const float* W,
                      int N, int C, int O);
+// dbias[O] += sum over the N rows of dout[N,O] (the bias part of linear_backward).
+void bias_backward(float* dbias, const float* dout, int N, int O);
 
 // Per-sample statistics of a linear layer's weight gradient over B samples of T rows:
 // g[O,C] += sum_j s_j*dW_j / B and a[O,C] += sum_j (s_j*dW_j)^2 / B, dW_j = dout_j^T . inp_j.
@@ -38,6 +40,15 @@ void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* in
 void rope_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D);
 // The rotation is orthogonal: backward is the inverse rotation of dx, in place.
 void rope_backward(float* dx, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D);
+
+// Partial RoPE with consecutive pairs (GPT-J / ChatGLM) in place on x[N, n_heads*D]: in each
+// head, dims (2i, 2i+1) for i < rot/2 rotate by angle pos[n] * inv_freq[i]; dims rot..D-1 pass
+// through. cos/sin tables are [max_pos, rot/2].
+void rope_pairs_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D,
+                        int rot);
+// Backward: the inverse rotation of dx, in place (the rotation is orthogonal).
+void rope_pairs_backward(float* dx, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads,
+                         int D, int rot);
 
 // Causal attention with GQA over B sequences.
 // q [B, Tq, H, D] (row stride H*D), k/v [B, Tk, KVH, D] (row stride kv_stride, >= KVH*D, so a KV

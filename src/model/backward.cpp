@@ -73,7 +73,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   for (int l = 0; l < L; l++) {
     const bool keep = opt.keep_activations && l >= lowest;
     if (l >= lowest) layer_in[size_t(l)] = x;
-    w.load(m, l, opt.compute, !bf16);
+    w.load(m, l, matrix_load_for(opt.compute, false));
     runner.layer_forward(l, w, x.data(), B, T, nullptr, keep ? &kept[size_t(l)] : nullptr);
   }
   // ---- head: final norm, lm_head, cross-entropy ----
@@ -168,7 +168,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     const LayerConfig& lc = cfg.layers[size_t(l)];
     const bool wg = opt.weight_grads && wants(l);
     const int H = lc.n_head, KVH = lc.n_kv_head, D = lc.head_dim, F = lc.d_ff, QD = H * D, KD = KVH * D;
-    w.load(m, l, opt.compute, !bf16 || (wants(l) && sink.needs_f32_weights()));
+    w.load(m, l, matrix_load_for(opt.compute, wants(l) && sink.needs_f32_weights()));
     LayerActs& acts = opt.keep_activations ? kept[size_t(l)] : recomputed;
     if (!opt.keep_activations) {
       xcur = layer_in[size_t(l)];
@@ -205,8 +205,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     auto bias_grad = [&](Role r, const float* dout, int out_dim) {
       if (!w[r] || !wg) return;
       accumulate_grad(gs[size_t(r)], size_t(out_dim), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-        for (int n = r0; n < r0 + rows; n++)
-          for (int o = 0; o < out_dim; o++) dst[o] += dout[size_t(n) * out_dim + o];
+        k::bias_backward(dst, dout + size_t(r0) * out_dim, rows, out_dim);
       });
     };
     // MLP: x_out = x_mid + down(silu(gate(xn2)) * up(xn2))
@@ -214,6 +213,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     dh.assign(size_t(N) * F, 0.0f);
     input_grad(dh.data(), Role::Down, dx.data(), F, C);
     lin_grad(Role::Down, dx.data(), acts.h.data(), F, C, dh.data());
+    bias_grad(Role::DownBias, dx.data(), C);
     dgate.assign(size_t(N) * F, 0.0f);
     dup.assign(size_t(N) * F, 0.0f);
     k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
@@ -222,6 +222,8 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     input_grad(dxn2.data(), Role::Up, dup.data(), C, F);
     lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
     lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F, dxn2.data());
+    bias_grad(Role::GateBias, dgate.data(), F);
+    bias_grad(Role::UpBias, dup.data(), F);
     k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
     if (wg) accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
       k::rmsnorm_backward(nullptr, dst, dxn2.data() + size_t(r0) * C, acts.x_mid.data() + size_t(r0) * C, w[Role::MlpNorm],
@@ -231,6 +233,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     datt.assign(size_t(N) * QD, 0.0f);
     input_grad(datt.data(), Role::O, dmid.data(), QD, C);
     lin_grad(Role::O, dmid.data(), acts.att.data(), QD, C, datt.data());
+    bias_grad(Role::OBias, dmid.data(), C);
     dq.assign(size_t(N) * QD, 0.0f);
     dk.assign(size_t(N) * KD, 0.0f);
     dv.assign(size_t(N) * KD, 0.0f);
@@ -239,8 +242,8 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     // positions 0..T-1 in every sequence
     std::vector<int32_t> pos(static_cast<size_t>(N));
     for (int n = 0; n < N; n++) pos[size_t(n)] = n % T;
-    k::rope_backward(dq.data(), pos.data(), rope.cos.data(), rope.sin.data(), N, H, D);
-    k::rope_backward(dk.data(), pos.data(), rope.cos.data(), rope.sin.data(), N, KVH, D);
+    rope.apply(dq.data(), pos.data(), N, H, true);
+    rope.apply(dk.data(), pos.data(), N, KVH, true);
     dxn1.assign(size_t(N) * C, 0.0f);
     input_grad(dxn1.data(), Role::Q, dq.data(), C, QD);
     input_grad(dxn1.data(), Role::K, dk.data(), C, KD);
@@ -299,7 +302,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
         std::fill(tmp.begin(), tmp.end(), 0.0f);
         // dlogits of sample b were freed; recompute them for this sample
         std::vector<float> lg(size_t(T) * V);
-        linear_any_dtype(lg.data(), V, xn.data() + size_t(b) * T * C, m.lm_head(), T, opt.compute);
+        linear_any_dtype(lg.data(), V, xn.data() + size_t(b) * T * C, m.lm_head(), T, 0, opt.compute);
         k::cross_entropy_backward(dl.data(), lg.data(), targets.data() + size_t(b) * T, T, V, scale);
         k::linear_backward(nullptr, tmp.data(), nullptr, dl.data(), xn.data() + size_t(b) * T * C, head_w, T, C, V);
         k::embedding_backward(tmp.data(), dx.data() + size_t(b) * T * C, tokens + size_t(b) * T, T, C);

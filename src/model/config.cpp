@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "arch/arch.h"
 #include "core/error.h"
 
 using nlohmann::json;
@@ -26,6 +27,28 @@ double get_num(const json& j, const char* key, const std::string& file, double f
   return j[key].get<double>();
 }
 
+// The first key of `keys` present (and not null) in j, or nullptr.
+const char* present_key(const json& j, const std::vector<const char*>& keys) {
+  for (const char* k : keys)
+    if (j.contains(k) && !j[k].is_null()) return k;
+  return nullptr;
+}
+
+int get_int_keys(const json& j, const std::vector<const char*>& keys, const std::string& file, bool required, int fallback = 0) {
+  const char* k = present_key(j, keys);
+  if (!k) {
+    if (required) throw input_error(file, std::string("missing field '") + keys.front() + "'");
+    return fallback;
+  }
+  return get_int(j, k, file, true);
+}
+
+bool get_bool(const json& j, const char* key, const std::string& file, bool fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_boolean()) throw input_error(file, std::string("field '") + key + "' must be true or false");
+  return j[key].get<bool>();
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
@@ -34,21 +57,39 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
   c.raw = j;
   if (!j.contains("model_type") || !j["model_type"].is_string()) throw input_error(file, "missing field 'model_type'");
   c.model_type = j["model_type"].get<std::string>();
-  c.hidden = get_int(j, "hidden_size", file, true);
-  c.n_layer = get_int(j, "num_hidden_layers", file, true);
-  c.vocab = get_int(j, "vocab_size", file, true);
-  c.n_head = get_int(j, "num_attention_heads", file, true);
-  c.n_kv_head = get_int(j, "num_key_value_heads", file, false, c.n_head);
-  c.d_ff = get_int(j, "intermediate_size", file, true);
-  c.max_pos = get_int(j, "max_position_embeddings", file, false, 2048);
+  const ArchDesc& arch = arch_for_model_type(c.model_type, file);
+  const ConfigKeys& keys = arch.keys;
+  for (const ConfigRefusal& r : arch.refusals)
+    if (j.contains(r.key) && !j[r.key].is_null() && !(j[r.key].is_boolean() && !j[r.key].get<bool>()) &&
+        !(j[r.key].is_number() && j[r.key].get<double>() == 0))
+      throw input_error(file, std::string("field '") + r.key + "': " + r.meaning);
+  for (const ConfigRequirement& r : arch.requirements)
+    if (get_bool(j, r.key, file, r.default_value) != r.required)
+      throw input_error(file, std::string("field '") + r.key + "' is " + (r.required ? "false" : "true") + ": " + r.meaning +
+                                  " is not supported for " + arch.family);
+  c.hidden = get_int_keys(j, keys.hidden, file, true);
+  c.n_layer = get_int_keys(j, keys.n_layer, file, true);
+  c.vocab = get_int_keys(j, keys.vocab, file, true);
+  c.n_head = get_int_keys(j, keys.n_head, file, true);
+  const bool kv_heads = !keys.kv_heads_enabled || get_bool(j, keys.kv_heads_enabled, file, false);
+  c.n_kv_head = kv_heads ? get_int_keys(j, keys.n_kv_head, file, keys.kv_heads_enabled != nullptr, c.n_head) : c.n_head;
+  c.d_ff = get_int_keys(j, keys.d_ff, file, true);
+  c.max_pos = get_int_keys(j, keys.max_pos, file, false, keys.max_pos_default);
   if (c.hidden <= 0 || c.n_layer <= 0 || c.vocab <= 0 || c.n_head <= 0 || c.n_kv_head <= 0)
-    throw input_error(file, "hidden_size, num_hidden_layers, vocab_size and head counts must be positive");
+    throw input_error(file, std::string(keys.hidden.front()) + ", " + keys.n_layer.front() + ", " + keys.vocab.front() +
+                                " and head counts must be positive");
   if (c.n_head % c.n_kv_head != 0)
-    throw input_error(file, "num_attention_heads must be a multiple of num_key_value_heads");
-  c.head_dim = get_int(j, "head_dim", file, false, c.hidden / c.n_head);
-  if (c.head_dim <= 0 || c.head_dim % 2 != 0) throw input_error(file, "head_dim must be a positive even number");
-  c.rms_eps = get_num(j, "rms_norm_eps", file, 1e-6);
-  c.rope_theta = get_num(j, "rope_theta", file, 10000.0);
+    throw input_error(file, std::string(keys.n_head.front()) + " must be a multiple of " + keys.n_kv_head.front());
+  c.head_dim = get_int_keys(j, keys.head_dim, file, keys.head_dim_required, c.hidden / c.n_head);
+  if (c.head_dim <= 0 || c.head_dim % 2 != 0)
+    throw input_error(file, std::string(keys.head_dim.front()) + " must be a positive even number");
+  if (arch.rotary.rotated_dims(c.head_dim) % 2 != 0 || arch.rotary.rotated_dims(c.head_dim) <= 0)
+    throw input_error(file, std::string(keys.head_dim.front()) + ": the rotated part of a head must be a positive even number of dims");
+  const char* eps_key = present_key(j, keys.eps);
+  c.rms_eps = get_num(j, eps_key ? eps_key : keys.eps.front(), file, keys.eps_default);
+  if (keys.rope_theta) c.rope_theta = get_num(j, keys.rope_theta, file, keys.rope_base_default);
+  if (keys.rope_ratio) c.rope_theta = keys.rope_base_default * get_num(j, keys.rope_ratio, file, 1.0);
+  if (!(c.rope_theta > 0)) throw input_error(file, "the RoPE base must be positive");
   c.tied = j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean() && j["tie_word_embeddings"].get<bool>();
   if (j.contains("hidden_act") && j["hidden_act"].is_string()) {
     std::string act = j["hidden_act"].get<std::string>();
@@ -113,16 +154,22 @@ bool ModelConfig::uniform() const {
 
 json ModelConfig::to_json() const {
   json j = raw;
-  j["hidden_size"] = hidden;
-  j["num_hidden_layers"] = int(layers.size());
-  j["vocab_size"] = vocab;
-  j["head_dim"] = head_dim;
+  const ArchDesc& arch = arch_for_model_type(model_type, "config.json");
+  const ConfigKeys& keys = arch.keys;
+  // Writes v under the family's first key for it and every other spelling already present.
+  auto put = [&](const std::vector<const char*>& names, const json& v) {
+    for (size_t i = 0; i < names.size(); i++)
+      if (i == 0 || j.contains(names[i])) j[names[i]] = v;
+  };
+  put(keys.hidden, hidden);
+  put(keys.n_layer, int(layers.size()));
+  put(keys.vocab, vocab);
+  put(keys.head_dim, head_dim);
   j.erase("llmprune_layers");
+  j.erase("llmprune_ragged_note");
   if (!layers.empty()) {
     const LayerConfig& l0 = layers.front();
-    j["num_attention_heads"] = l0.n_head;
-    j["num_key_value_heads"] = l0.n_kv_head;
-    j["intermediate_size"] = l0.d_ff;
+    int n_head = l0.n_head, n_kv = l0.n_kv_head, d_ff = l0.d_ff;
     if (!uniform()) {
       // HF transformers assumes equal layers; ragged models record each layer's sizes here.
       // llmprune reads sizes from the tensor shapes; the transformers remote code
@@ -130,21 +177,23 @@ json ModelConfig::to_json() const {
       // intermediate_size mean that sub-block is removed (no tensors, its norm included).
       json arr = json::array();
       for (auto& l : layers)
-        arr.push_back({{"num_attention_heads", l.n_head}, {"num_key_value_heads", l.n_kv_head}, {"intermediate_size", l.d_ff}});
+        arr.push_back({{keys.n_head.front(), l.n_head}, {keys.n_kv_head.front(), l.n_kv_head}, {keys.d_ff.front(), l.d_ff}});
       j["llmprune_layers"] = arr;
-      int max_heads = 0, max_kv = 0, max_ff = 0;
       for (auto& l : layers) {
-        max_heads = std::max(max_heads, l.n_head);
-        max_kv = std::max(max_kv, l.n_kv_head);
-        max_ff = std::max(max_ff, l.d_ff);
+        n_head = std::max(n_head, l.n_head);
+        n_kv = std::max(n_kv, l.n_kv_head);
+        d_ff = std::max(d_ff, l.d_ff);
       }
-      j["num_attention_heads"] = max_heads;
-      j["num_key_value_heads"] = max_kv;
-      j["intermediate_size"] = max_ff;
       j["llmprune_ragged_note"] =
-          "layers differ in size (see llmprune_layers): transformers loads this model with trust_remote_code=True "
-          "through the modeling_llmprune.py written beside it (llama, mistral, qwen2)";
+          arch.hf_remote_classes.empty()
+              ? "layers differ in size (see llmprune_layers): llmprune loads this model from its tensor shapes; the "
+                "family's own transformers code assumes equal layers"
+              : "layers differ in size (see llmprune_layers): transformers loads this model with trust_remote_code=True "
+                "through the modeling_llmprune.py written beside it (llama, mistral, qwen2)";
     }
+    put(keys.n_head, n_head);
+    put(keys.n_kv_head, n_kv);
+    put(keys.d_ff, d_ff);
   }
   return j;
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/error.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 
@@ -19,10 +20,14 @@ const float* as_f32(const Tensor& t, std::vector<float>& scratch) {
   return scratch.data();
 }
 
-void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N, k::Compute compute) {
+void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N, int small_m_max,
+                      k::Compute compute) {
   const int V = int(W.dim(0)), C = int(W.dim(1));
-  const bool as_stored = W.dtype == DType::F32 || (compute == k::Compute::BF16 && W.dtype == DType::BF16);
-  if (compute == k::Compute::BF16 && as_stored) {
+  if (N <= small_m_max) {
+    k::linear_small_m(out, ldo, inp, W.data, W.dtype, nullptr, N, C, V);
+    return;
+  }
+  if (compute == k::Compute::BF16 && (W.dtype == DType::F32 || W.dtype == DType::BF16)) {
     k::gemm_bf16(N, V, C, k::f32_operand(inp, C), k::Operand{W.data, W.dtype == DType::BF16, C, true}, 0.0f, out, ldo);
     return;
   }
@@ -50,35 +55,44 @@ void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, in
   }
 }
 
-void LayerF32::load(const Model& m, int layer, k::Compute compute, bool f32_matrices) {
+MatrixLoad matrix_load_for(k::Compute compute, bool need_fp32) {
+  if (compute == k::Compute::F32) return MatrixLoad::Fp32;
+  return need_fp32 ? MatrixLoad::Bf16AndFp32 : MatrixLoad::Bf16;
+}
+
+void LayerF32::load(const Model& m, int layer, MatrixLoad how) {
   if (m.release_pages && loaded_model == &m && loaded_layer >= 0 && loaded_layer != layer &&
       loaded_layer < int(m.layers.size()))
     for (int r = 0; r < kNumLayerRoles; r++)
       if (in_place[size_t(r)]) release_mapped_pages(m.layers[size_t(loaded_layer)].w[size_t(r)]);
   const LayerWeights& L = m.layers[size_t(layer)];
+  matrices = how;
+  const bool bf16_gemms = how == MatrixLoad::Bf16 || how == MatrixLoad::Bf16AndFp32;
   for (int r = 0; r < kNumLayerRoles; r++) {
     const Tensor& t = L.w[size_t(r)];
-    const bool bf16 = compute == k::Compute::BF16 && !t.empty() && t.dtype == DType::BF16;
-    stored_bf16[size_t(r)] = bf16 ? static_cast<const uint16_t*>(t.data) : nullptr;
-    if (bf16 && !f32_matrices && t.ndim() == 2) {
-      ptr[size_t(r)] = nullptr;  // read as stored by the bf16 GEMMs
-      in_place[size_t(r)] = true;
+    stored[size_t(r)] = t.empty() ? nullptr : &t;
+    const bool matrix = is_matrix_role(Role(r));
+    // The bf16 GEMMs read bf16 matrices as stored; the small-M kernels read every matrix so.
+    const bool read_stored = matrix && (how == MatrixLoad::AsStored || (bf16_gemms && t.dtype == DType::BF16));
+    in_place[size_t(r)] = t.dtype == DType::F32 || read_stored;
+    if (read_stored && how != MatrixLoad::Bf16AndFp32) {
+      ptr[size_t(r)] = t.dtype == DType::F32 ? t.f32() : nullptr;
       continue;
     }
-    ptr[size_t(r)] = as_f32(t, buf[size_t(r)]);
-    // Converted bf16 data stays readable for the bf16 GEMMs until the next load.
-    in_place[size_t(r)] = t.dtype == DType::F32 || bf16;
+    ptr[size_t(r)] = as_f32(t, buf[size_t(r)]);  // Bf16AndFp32: the bf16 data stays readable too
     if (m.release_pages && !in_place[size_t(r)]) release_mapped_pages(t);
   }
   loaded_model = &m;
   loaded_layer = layer;
 }
 
-void RopeTables::build(const ModelConfig& c, int D, int maxp) {
+void RopeTables::build(const ModelConfig& c, const RotaryDesc& rotary, int D, int maxp) {
   head_dim = D;
+  rot_dim = rotary.rotated_dims(D);
+  pairing = rotary.pairing;
   max_pos = maxp;
-  int half = D / 2;
-  std::vector<float> inv = rope_inv_freq(c, D);
+  int half = rot_dim / 2;
+  std::vector<float> inv = rope_inv_freq(c, rot_dim);
   cos.resize(size_t(maxp) * half);
   sin.resize(size_t(maxp) * half);
   for (int p = 0; p < maxp; p++)
@@ -90,6 +104,17 @@ void RopeTables::build(const ModelConfig& c, int D, int maxp) {
     }
 }
 
+void RopeTables::apply(float* x, const int32_t* pos, int N, int n_heads, bool inverse) const {
+  if (pairing == RotaryPairing::ConsecutivePairs) {
+    if (inverse) k::rope_pairs_backward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim, rot_dim);
+    else k::rope_pairs_forward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim, rot_dim);
+    return;
+  }
+  if (rot_dim != head_dim) throw RuntimeError("rotate-half RoPE on part of a head is not implemented");
+  if (inverse) k::rope_backward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim);
+  else k::rope_forward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim);
+}
+
 KVCache::KVCache(const Model& m, int b, int maxT) : B(b), max_T(maxT) {
   for (auto& lc : m.cfg.layers) {
     k.emplace_back(size_t(B) * maxT * lc.kv_dim());
@@ -98,7 +123,7 @@ KVCache::KVCache(const Model& m, int b, int maxT) : B(b), max_T(maxT) {
 }
 
 Runner::Runner(const Model& m, int max_pos) : m_(m) {
-  rope_.build(m.cfg, m.cfg.head_dim, std::max(max_pos, m.cfg.max_pos));
+  rope_.build(m.cfg, m.arch->rotary, m.cfg.head_dim, std::max(max_pos, m.cfg.max_pos));
 }
 
 void Runner::embed(const int32_t* tokens, int N, float* x) const {
@@ -110,9 +135,18 @@ void Runner::embed(const int32_t* tokens, int N, float* x) const {
     to_f32(E.dtype, static_cast<const uint8_t*>(E.data) + size_t(tokens[n]) * C * es, x + size_t(n) * C, size_t(C));
 }
 
-void Runner::project(const LayerF32& w, Role r, const float* bias, float* out, const float* inp, int N, int in, int O) const {
-  if (compute_ == k::Compute::BF16) k::linear_forward_bf16(out, inp, w.weight(r), bias, N, in, O);
-  else k::linear_forward(out, inp, w[r], bias, N, in, O);
+void Runner::project(const LayerF32& w, Role r, Role bias, float* out, const float* inp, int N, int C, int O) const {
+  const float* b = bias == Role::Count ? nullptr : w[bias];
+  switch (w.matrices) {
+    case MatrixLoad::AsStored: {
+      const Tensor* W = w.stored[size_t(r)];  // every projection role is present (validated at load)
+      k::linear_small_m(out, O, inp, W->data, W->dtype, b, N, C, O);
+      return;
+    }
+    case MatrixLoad::Bf16:
+    case MatrixLoad::Bf16AndFp32: k::linear_forward_bf16(out, inp, w.weight(r), b, N, C, O); return;
+    case MatrixLoad::Fp32: k::linear_forward(out, inp, w[r], b, N, C, O); return;
+  }
 }
 
 void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts) {
@@ -134,16 +168,16 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
 
   const float eps = float(m_.cfg.rms_eps);
   k::rmsnorm_forward(a.xn1.data(), a.rstd1.data(), x, w[Role::AttnNorm], N, C, eps);
-  project(w, Role::Q, w[Role::QBias], a.q.data(), a.xn1.data(), N, C, QD);
-  project(w, Role::K, w[Role::KBias], a.k.data(), a.xn1.data(), N, C, KD);
-  project(w, Role::V, w[Role::VBias], a.v.data(), a.xn1.data(), N, C, KD);
+  project(w, Role::Q, Role::QBias, a.q.data(), a.xn1.data(), N, C, QD);
+  project(w, Role::K, Role::KBias, a.k.data(), a.xn1.data(), N, C, KD);
+  project(w, Role::V, Role::VBias, a.v.data(), a.xn1.data(), N, C, KD);
   if (hook_) {
     hook_->forward(l, Role::Q, a.xn1.data(), a.q.data(), N, C, QD);
     hook_->forward(l, Role::K, a.xn1.data(), a.k.data(), N, C, KD);
     hook_->forward(l, Role::V, a.xn1.data(), a.v.data(), N, C, KD);
   }
-  k::rope_forward(a.q.data(), pos_.data(), rope_.cos.data(), rope_.sin.data(), N, H, D);
-  k::rope_forward(a.k.data(), pos_.data(), rope_.cos.data(), rope_.sin.data(), N, KVH, D);
+  rope_.apply(a.q.data(), pos_.data(), N, H, false);
+  rope_.apply(a.k.data(), pos_.data(), N, KVH, false);
   if (cache) {
     // Append this step's K/V at positions pos0.., then attend over the whole cache.
     float* ck = cache->k[size_t(l)].data();
@@ -166,14 +200,14 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   }
   // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
   std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
-  project(w, Role::O, nullptr, proj.data(), a.att.data(), N, QD, C);
+  project(w, Role::O, Role::OBias, proj.data(), a.att.data(), N, QD, C);
   if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
   if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
 
   k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
-  project(w, Role::Gate, nullptr, a.gate.data(), a.xn2.data(), N, C, F);
-  project(w, Role::Up, nullptr, a.up.data(), a.xn2.data(), N, C, F);
+  project(w, Role::Gate, Role::GateBias, a.gate.data(), a.xn2.data(), N, C, F);
+  project(w, Role::Up, Role::UpBias, a.up.data(), a.xn2.data(), N, C, F);
   if (hook_) {
     hook_->forward(l, Role::Gate, a.xn2.data(), a.gate.data(), N, C, F);
     hook_->forward(l, Role::Up, a.xn2.data(), a.up.data(), N, C, F);
@@ -182,7 +216,7 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   // The MLP output goes into a scratch row block, then the residual add.
   std::vector<float>& out = scratch_.x_mid;
   sz(out, size_t(N) * C);
-  project(w, Role::Down, nullptr, out.data(), a.h.data(), N, F, C);
+  project(w, Role::Down, Role::DownBias, out.data(), a.h.data(), N, F, C);
   if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
 }
@@ -191,7 +225,7 @@ void Runner::head(const float* x, int N, float* xn, float* rstd, float* logits) 
   std::vector<float> nscratch;
   const float* nw = as_f32(m_.final_norm(), nscratch);
   k::rmsnorm_forward(xn, rstd, x, nw, N, m_.cfg.hidden, float(m_.cfg.rms_eps));
-  linear_any_dtype(logits, m_.cfg.vocab, xn, m_.lm_head(), N, compute_);
+  linear_any_dtype(logits, m_.cfg.vocab, xn, m_.lm_head(), N, small_m_max_, compute_);
   if (m_.release_pages) release_mapped_pages(m_.lm_head());
 }
 
@@ -199,8 +233,9 @@ void Runner::forward(const int32_t* tokens, int B, int T, float* logits, KVCache
   const int C = m_.cfg.hidden, N = B * T;
   std::vector<float> x(size_t(N) * C);
   embed(tokens, N, x.data());
+  const bool as_stored = N <= small_m_max_;  // a few rows: stream the weights, convert nothing
   for (int l = 0; l < m_.cfg.n_layer; l++) {
-    w_.load(m_, l, compute_, compute_ == k::Compute::F32);
+    w_.load(m_, l, as_stored ? MatrixLoad::AsStored : matrix_load_for(compute_, false));
     layer_forward(l, w_, x.data(), B, T, cache, nullptr);
   }
   if (cache) cache->len += T;

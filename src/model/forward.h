@@ -1,11 +1,14 @@
 #pragma once
 // The forward pass over a Model, layer by layer. Weights are converted to fp32 one layer at a
-// time into buffers reused across layers (no fp32 copy of the whole model).
+// time into buffers reused across layers (no fp32 copy of the whole model). Forwards of a few
+// rows (decode steps; N <= Runner::small_m_max()) convert nothing: their projections read the
+// weights as stored (kernels/gemv.h).
 // Glossary: B = sequences, T = tokens per sequence, N = B*T rows, C = hidden, V = vocab.
 #include <array>
 #include <vector>
 
 #include "kernels/gemm_bf16.h"
+#include "kernels/gemv.h"
 #include "model/model.h"
 
 namespace llmprune {
@@ -13,38 +16,54 @@ namespace llmprune {
 // fp32 pointer for a tensor: the tensor itself when stored as F32, else a converted copy in `scratch`.
 const float* as_f32(const Tensor& t, std::vector<float>& scratch);
 
-// out[N, V] (row stride ldo) = inp[N, C] . W[V, C]^T for a weight in any dtype, converting
-// blocks of rows at a time so a bf16 lm_head never needs a full fp32 copy. With bf16 compute a
-// bf16 or fp32 weight is used as stored.
-void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N,
+// out[N, V] (row stride ldo) = inp[N, C] . W[V, C]^T for a weight in any dtype. Up to
+// small_m_max rows W is read as stored (kernels::linear_small_m; Runner passes its own limit);
+// above, with bf16 compute a bf16 or fp32 W is used as stored by the bf16 GEMM, otherwise
+// blocks of rows are converted at a time so a bf16 lm_head never needs a full fp32 copy.
+void linear_any_dtype(float* out, int ldo, const float* inp, const Tensor& W, int N, int small_m_max = 0,
                       kernels::Compute compute = kernels::Compute::F32);
 
+// How LayerF32::load treats a layer's projection matrices (norms and biases are always fp32).
+enum class MatrixLoad : uint8_t {
+  Fp32,         // converted to fp32 (fp32 GEMMs)
+  Bf16,         // bf16 compute: bf16 matrices left as stored (ptr null), others converted
+  Bf16AndFp32,  // bf16 compute whose sink also reads fp32 weights: converted, bf16 data kept too
+  AsStored,     // forwards of a few rows: every matrix left as stored (kernels/gemv.h)
+};
+// The load for a pass in `compute`; need_fp32: something besides the GEMMs reads fp32 weights.
+MatrixLoad matrix_load_for(kernels::Compute compute, bool need_fp32);
 
+// One layer's weights for the forward: fp32 pointers (converted copies in `buf`, or the tensors
+// themselves when stored as F32), or the projection matrices left as stored (`stored`, ptr null
+// unless F32) as MatrixLoad says.
 struct LayerF32 {
   std::array<const float*, kNumLayerRoles> ptr{};
+  std::array<const Tensor*, kNumLayerRoles> stored{};  // the layer's tensors (null: absent)
   std::array<std::vector<float>, kNumLayerRoles> buf;
-  // With bf16 compute, the stored data of bf16 tensors (null otherwise).
-  std::array<const uint16_t*, kNumLayerRoles> stored_bf16{};
-  // With m.release_pages, drops the layer's mapped pages once converted (storage that is used in
-  // place aliases the mapping: the previously loaded layer's pages, at the next load).
-  // With bf16 compute and without f32_matrices (no fp32 weights needed: forward only), bf16
-  // matrices are not converted: ptr[] is null for them and the GEMMs read them as stored.
-  void load(const Model& m, int layer, kernels::Compute compute = kernels::Compute::F32, bool f32_matrices = true);
+  MatrixLoad matrices = MatrixLoad::Fp32;
+  // With m.release_pages, drops the layer's mapped pages once converted (pages used in place —
+  // F32 storage, or matrices left as stored or read by the bf16 GEMMs — at the next load).
+  void load(const Model& m, int layer, MatrixLoad matrices = MatrixLoad::Fp32);
   const Model* loaded_model = nullptr;
   int loaded_layer = -1;
   std::array<bool, kNumLayerRoles> in_place{};  // the layer's tensors used from the mapping
   const float* operator[](Role r) const { return ptr[size_t(r)]; }
-  // Weight r for the bf16 GEMMs: the stored bf16 data, else the fp32 pointer.
+  // Weight r for the bf16 GEMMs: the stored data when bf16, else the fp32 pointer.
   kernels::Weight weight(Role r) const {
-    const uint16_t* h = stored_bf16[size_t(r)];
-    return h ? kernels::Weight{h, true} : kernels::Weight{ptr[size_t(r)], false};
+    const Tensor* t = stored[size_t(r)];
+    return t && t->dtype == DType::BF16 ? kernels::Weight{t->data, true} : kernels::Weight{ptr[size_t(r)], false};
   }
 };
 
+// RoPE as the family describes it (arch's RotaryDesc): the first rot_dim dims of each head,
+// paired rotate-half (LLaMA) or consecutively (ChatGLM).
 struct RopeTables {
-  int head_dim = 0, max_pos = 0;
-  std::vector<float> cos, sin;  // [max_pos, head_dim/2]
-  void build(const ModelConfig& c, int head_dim, int max_pos);
+  int head_dim = 0, rot_dim = 0, max_pos = 0;
+  RotaryPairing pairing = RotaryPairing::RotateHalf;
+  std::vector<float> cos, sin;  // [max_pos, rot_dim/2]
+  void build(const ModelConfig& c, const RotaryDesc& rotary, int head_dim, int max_pos);
+  // In place on x[N, n_heads*head_dim], row n at position pos[n]; inverse = the backward.
+  void apply(float* x, const int32_t* pos, int N, int n_heads, bool inverse) const;
 };
 
 // Activations of one layer that the backward pass needs (all [N, ...] row-major).
@@ -93,15 +112,20 @@ class Runner {
   const RopeTables& rope() const { return rope_; }
   void set_hook(LinearHook* h) { hook_ = h; }
   LinearHook* hook() const { return hook_; }
-  // Precision of the projections' GEMMs (default fp32).
+  // Precision of the projections' GEMMs above small_m_max() rows (default fp32).
   void set_compute(kernels::Compute c) { compute_ = c; }
   kernels::Compute compute() const { return compute_; }
-  // out[N, O] = inp[N, in] . W^T (+ bias) for projection r of a loaded layer, in compute().
-  void project(const LayerF32& w, Role r, const float* bias, float* out, const float* inp, int N, int in, int O) const;
+  // forward() with N = B*T <= this many rows reads the weights as stored (no per-layer fp32
+  // conversion); 0 always converts (the reference path tests and benchmarks compare against).
+  void set_small_m_max(int rows) { small_m_max_ = rows; }
+  int small_m_max() const { return small_m_max_; }
 
  private:
+  // out[N, O] = inp[N, C] . W^T (+ bias) for projection role r of w, as w was loaded.
+  void project(const LayerF32& w, Role r, Role bias, float* out, const float* inp, int N, int C, int O) const;
   LinearHook* hook_ = nullptr;
   kernels::Compute compute_ = kernels::Compute::F32;
+  int small_m_max_ = kernels::kSmallMMax;
   const Model& m_;
   RopeTables rope_;
   LayerF32 w_;

@@ -286,6 +286,14 @@ bool collect_vocab(const Model& m, const Tokenizer* tok, VocabMeta* out, std::ve
   } else if (tok && fs::exists(dir / "tokenizer.model")) {
     out->v = export_sentencepiece_vocab(dir / "tokenizer.model");
     out->spm = read_spm_normalizer(dir / "tokenizer.model");
+    // Specials the family appends after the pieces (ChatGLM's [gMASK], sop, ...): control
+    // tokens, as llama.cpp's converter marks them.
+    for (int32_t id = int32_t(out->v.tokens.size()); id < tok->vocab_size(); id++) {
+      out->v.tokens.push_back(tok->id_to_piece(id));
+      out->v.scores.push_back(0.0f);
+      out->v.types.push_back(int32_t(TokenType::kControl));
+    }
+    if (m.arch->gguf_tokenizer_pre) out->v.pre = m.arch->gguf_tokenizer_pre;
   } else if (from_gguf) {
     GGUFFile src = GGUFFile::open(m.dir.string());
     for (auto& kv : src.metadata())
@@ -299,6 +307,7 @@ bool collect_vocab(const Model& m, const Tokenizer* tok, VocabMeta* out, std::ve
   out->bos = tok->bos_id();
   out->eos = tok->eos_id();
   out->add_bos = derive_add_bos(dir, out->v.model);
+  if (!m.arch->tokenizer.prefix.empty()) out->add_bos = false;  // the prefix comes from the chat template (llama.cpp's converter)
   return true;
 }
 
@@ -310,12 +319,27 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
   if (c.layers.empty()) throw input_error(where, "model has no layers");
   if (c.layers.size() > 512) throw input_error(where, "llama.cpp supports at most 512 layers, model has " + std::to_string(c.layers.size()));
   const bool ragged = !c.uniform();
-  ArchKeys K{ragged ? "deci" : "llama"};
+  const ArchDesc& arch = *m.arch;
+  if (ragged && !arch.gguf_ragged)
+    throw input_error(where, std::string("llama.cpp's ") + arch.gguf_arch + " architecture takes one head count and MLP width for all layers, but this " +
+                                 arch.family + " model's layers differ (pruned unevenly); export it with --hf, or prune it uniformly");
+  const int rot_dim = arch.rotary.rotated_dims(c.head_dim);
+  if (arch.gguf_heads_span_hidden)
+    for (size_t l = 0; l < m.layers.size(); l++)
+      if (c.layers[l].q_dim() != c.hidden)
+        throw input_error(where, "layer " + std::to_string(l) + ": llama.cpp's " + arch.gguf_arch + " graph needs heads x head size = hidden size (" +
+                                     std::to_string(c.hidden) + "), but this layer has " + std::to_string(c.layers[l].n_head) + " x " +
+                                     std::to_string(c.head_dim) + " (attention heads were pruned); export it with --hf");
   for (size_t l = 0; l < m.layers.size(); l++)
-    if (!m.layers[l][Role::QBias].empty() && c.layers[l].q_dim() != c.hidden)
-      throw input_error(where, "layer " + std::to_string(l) + ": llama.cpp sizes the q bias by the hidden size (" +
-                                   std::to_string(c.hidden) + "), but this layer's q projection has " +
-                                   std::to_string(c.layers[l].q_dim()) + " rows; a model with q/k/v biases and pruned heads cannot be exported");
+    for (int r = 0; r < kNumLayerRoles; r++)
+      if (role_desc(arch, Role(r)).is_bias && !m.layers[l].w[size_t(r)].empty() &&
+          std::find(arch.gguf_biases.begin(), arch.gguf_biases.end(), Role(r)) == arch.gguf_biases.end())
+        throw input_error(where, "layer " + std::to_string(l) + ": llama.cpp's " + arch.gguf_arch + " architecture has no " +
+                                     role_desc(arch, Role(r)).name + " ('" + layer_tensor_name(arch, Role(r), int(l)) +
+                                     "', e.g. from --compensate bias); export it with --hf");
+  ArchKeys K{ragged ? "deci" : arch.gguf_arch};
+  // q/k/v biases of any size: llama.cpp sizes attn_q.bias by the q projection (n_head * head_dim,
+  // create_tensor_qkv) in the release node-llama-cpp 3.21.1 carries; b5981 sized it by n_embd.
 
   GGUFWriter w(out.string());
   w.set("general.architecture", K.arch);
@@ -342,9 +366,11 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
   per_layer("attention.head_count_kv", [](const LayerConfig& l) { return l.n_kv_head; });
   w.set(K.k("rope.freq_base"), float(c.rope_theta));
   w.set(K.k("attention.layer_norm_rms_epsilon"), float(c.rms_eps));
-  w.set(K.k("rope.dimension_count"), uint32_t(c.head_dim));
-  w.set(K.k("attention.key_length"), uint32_t(c.head_dim));
-  w.set(K.k("attention.value_length"), uint32_t(c.head_dim));
+  w.set(K.k("rope.dimension_count"), uint32_t(rot_dim));
+  if (!arch.gguf_heads_span_hidden) {  // else llama.cpp derives the head size as hidden / heads
+    w.set(K.k("attention.key_length"), uint32_t(c.head_dim));
+    w.set(K.k("attention.value_length"), uint32_t(c.head_dim));
+  }
   if (c.rope_scaling.type == "linear") {
     w.set(K.k("rope.scaling.type"), "linear");
     w.set(K.k("rope.scaling.factor"), float(c.rope_scaling.factor));
@@ -397,15 +423,41 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
     w.add_tensor(TensorToWrite::make("rope_freqs.weight", {uint64_t(factors->size())}, DType::F32,
                                      [factors](std::span<uint8_t> dst) { std::memcpy(dst.data(), factors->data(), dst.size()); }));
   }
-  for (size_t l = 0; l < m.layers.size(); l++)
+  for (size_t l = 0; l < m.layers.size(); l++) {
+    std::vector<const FusedTensor*> done;
     for (int r = 0; r < kNumLayerRoles; r++) {
       const Tensor& t = m.layers[l].w[size_t(r)];
       if (t.empty()) continue;
-      const RoleDesc& d = role_desc(*m.arch, Role(r));
+      const RoleDesc& d = role_desc(arch, Role(r));
       char buf[128];
+      if (const FusedTensor* f = fused_of(arch, Role(r))) {
+        // llama.cpp keeps this family's fused tensor fused (chatglm: attn_qkv, ffn_up = [gate | up]).
+        if (std::find(done.begin(), done.end(), f) != done.end()) continue;
+        done.push_back(f);
+        if (!f->gguf) throw RuntimeError(std::string("architecture table '") + arch.family + "': '" + f->pattern + "' has no llama.cpp name");
+        std::vector<Tensor> parts;
+        std::vector<int64_t> shape = t.shape;
+        shape[0] = 0;
+        for (Role p : f->parts) {
+          parts.push_back(m.layers[l][p]);
+          shape[0] += parts.back().dim(0);
+        }
+        const DType to = t.ndim() == 1 ? DType::F32 : dtype;
+        std::snprintf(buf, sizeof buf, f->gguf, int(l));
+        w.add_tensor(TensorToWrite::make(std::string(buf) + (d.is_bias ? ".bias" : ".weight"),
+                                         std::vector<uint64_t>(shape.rbegin(), shape.rend()), to, [parts, to](std::span<uint8_t> dst) {
+                                           uint8_t* o = dst.data();
+                                           for (const Tensor& p : parts) {
+                                             convert_into(p, to, o);
+                                             o += size_t(p.numel()) * dtype_size(to);
+                                           }
+                                         }));
+        continue;
+      }
       std::snprintf(buf, sizeof buf, d.gguf, int(l));
-      add(std::string(buf) + (d.is_bias ? ".bias" : ".weight"), t, is_rope_role(Role(r)));
+      add(std::string(buf) + (d.is_bias ? ".bias" : ".weight"), t, arch.gguf_permute_qk && is_rope_role(Role(r)));
     }
+  }
   add("output_norm.weight", m.final_norm(), false);
   if (!c.tied) add("output.weight", m.global[size_t(GlobalRole::LmHead)], false);
   w.finish();

@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <map>
 
@@ -38,7 +40,79 @@ Model Model::load(const fs::path& path) { return load_model(path, true); }
 
 Model Model::load_unfinished(const fs::path& dir) { return load_model(dir, false); }
 
+namespace {
+
+// Splits every fused tensor of `a` in `tensors` into row views named as its roles
+// (layer_tensor_name), so that the per-role loader below never sees a fused layout.
+void split_fused_tensors(const ArchDesc& a, int n_layer, std::map<std::string, Tensor>& tensors, const std::string& source) {
+  if (a.fused.empty()) return;
+  for (int l = 0; l < n_layer; l++) {
+    // Sizes of this layer's index spaces as stated by its stand-alone tensors.
+    std::map<Space, int64_t> space_size;
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const RoleDesc& d = a.layer[size_t(r)];
+      if (!d.pattern) continue;
+      auto it = tensors.find(layer_tensor_name(a, Role(r), l));
+      if (it == tensors.end()) continue;
+      const Space sp[2] = {d.axis0, d.axis1};
+      for (int ax = 0; ax < 2 && ax < it->second.ndim(); ax++)
+        if (sp[ax] != Space::None && sp[ax] != Space::Hidden) space_size.emplace(sp[ax], it->second.dim(ax));
+    }
+    for (const FusedTensor& f : a.fused) {
+      const std::string name = fused_tensor_name(f, l);
+      auto it = tensors.find(name);
+      if (it == tensors.end()) {
+        bool optional = true;
+        for (Role r : f.parts) optional &= role_desc(a, r).optional;
+        if (!optional) throw input_error(source, "missing tensor '" + name + "'");
+        continue;
+      }
+      Tensor t = std::move(it->second);
+      tensors.erase(it);
+      if (t.ndim() < 1) throw input_error(source, "tensor '" + name + "' must have at least one dimension");
+      const int64_t rows = t.dim(0);
+      int64_t known = 0;
+      int unknown = 0;
+      Space unknown_space = Space::None;
+      for (Role r : f.parts) {
+        Space sp = role_desc(a, r).axis0;
+        if (space_size.count(sp)) {
+          known += space_size[sp];
+        } else {
+          if (unknown && sp != unknown_space)
+            throw RuntimeError("architecture table '" + a.family + "': '" + f.pattern + "' has parts of two unstated sizes");
+          unknown++;
+          unknown_space = sp;
+        }
+      }
+      if (unknown) {
+        if (rows <= known || (rows - known) % unknown != 0)
+          throw input_error(source, "tensor '" + name + "' has " + std::to_string(rows) + " rows, which do not split into its " +
+                                        std::to_string(f.parts.size()) + " parts (" + std::to_string(known) + " rows stated by the layer's other tensors)");
+        space_size[unknown_space] = (rows - known) / unknown;
+      } else if (rows != known) {
+        throw input_error(source, "tensor '" + name + "' has " + std::to_string(rows) + " rows, expected " + std::to_string(known) +
+                                      " (the sum of its parts)");
+      }
+      int64_t r0 = 0;
+      for (Role r : f.parts) {
+        const int64_t n = space_size[role_desc(a, r).axis0];
+        tensors[layer_tensor_name(a, r, l)] = t.row_view(r0, n);
+        r0 += n;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
+  const ArchDesc& arch = arch_for_model_type(cfg.model_type, source + "/config.json");
+  split_fused_tensors(arch, cfg.n_layer, tensors, source);
+  return from_role_tensors(std::move(cfg), std::move(tensors), source);
+}
+
+Model Model::from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
   Model m;
   m.cfg = std::move(cfg);
   m.arch = &arch_for_model_type(m.cfg.model_type, source + "/config.json");
@@ -59,22 +133,37 @@ Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors
     m.global[size_t(g)] = take(d.pattern, optional);
   }
   if (!m.cfg.tied && m.global[size_t(GlobalRole::LmHead)].empty())
-    throw input_error(source, "missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
+    throw input_error(source, std::string("missing tensor '") + m.arch->global[size_t(GlobalRole::LmHead)].pattern + "' (tie_word_embeddings is false)");
   if (m.cfg.tied && !m.global[size_t(GlobalRole::LmHead)].empty()) {
     // Some tied checkpoints also store lm_head; the embedding is authoritative when tied.
     m.global[size_t(GlobalRole::LmHead)] = Tensor{};
   }
   // Grown layer by layer: a config claiming more layers than the checkpoint holds fails on the
   // first missing tensor instead of allocating num_hidden_layers slots up front.
+  // Which biases this model carries: the family's table, switched by config.json keys.
+  std::array<Presence, kNumLayerRoles> presence{};
+  for (int r = 0; r < kNumLayerRoles; r++) {
+    const RoleDesc& d = m.arch->layer[size_t(r)];
+    presence[size_t(r)] = !d.is_bias ? (d.optional ? Presence::Optional : Presence::Required)
+                                     : bias_presence(*m.arch, Role(r), m.cfg.raw, source + "/config.json");
+  }
   for (int l = 0; l < m.cfg.n_layer; l++) {
     m.layers.emplace_back();
     for (int r = 0; r < kNumLayerRoles; r++) {
-      const RoleDesc& d = m.arch->layer[size_t(r)];
-      m.layers[size_t(l)].w[size_t(r)] = take(layer_tensor_name(*m.arch, Role(r), l), d.optional);
+      if (presence[size_t(r)] == Presence::Absent) continue;
+      m.layers[size_t(l)].w[size_t(r)] = take(layer_tensor_name(*m.arch, Role(r), l), presence[size_t(r)] == Presence::Optional);
     }
   }
   for (auto& [name, t] : tensors) {
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // old checkpoints carry this buffer
+    for (int l = 0; l < m.cfg.n_layer; l++)
+      for (int r = 0; r < kNumLayerRoles; r++) {
+        if (presence[size_t(r)] != Presence::Absent || name != layer_tensor_name(*m.arch, Role(r), l)) continue;
+        const BiasSwitch* sw = bias_switch_of(*m.arch, Role(r));
+        throw input_error(source, "unexpected tensor '" + name + "' (" +
+                                      (sw ? std::string("config.json sets ") + sw->config_key + " to false"
+                                          : m.arch->family + " has no " + role_desc(*m.arch, Role(r)).name) + ")");
+      }
     throw input_error(source, "unexpected tensor '" + name + "' (not part of a " + m.arch->family + " model; more layers than num_hidden_layers?)");
   }
   m.validate_and_derive_sizes(source);
@@ -90,9 +179,10 @@ void Model::validate_and_derive_sizes(const std::string& source) {
   auto expect_matrix = [&](const Tensor& t, const std::string& name) {
     if (t.ndim() != 2) throw input_error(source, "tensor '" + name + "' must be 2-D, has shape " + shape_str(t.shape));
   };
-  expect(embed(), "model.embed_tokens.weight", {V, C});
-  expect(final_norm(), "model.norm.weight", {C});
-  if (!cfg.tied) expect(global[size_t(GlobalRole::LmHead)], "lm_head.weight", {V, C});
+  auto gname = [&](GlobalRole g) { return std::string(arch->global[size_t(g)].pattern); };
+  expect(embed(), gname(GlobalRole::Embed), {V, C});
+  expect(final_norm(), gname(GlobalRole::FinalNorm), {C});
+  if (!cfg.tied) expect(global[size_t(GlobalRole::LmHead)], gname(GlobalRole::LmHead), {V, C});
   DType dt = embed().dtype;
   cfg.layers.assign(layers.size(), LayerConfig{});
   for (size_t l = 0; l < layers.size(); l++) {
@@ -128,15 +218,42 @@ void Model::validate_and_derive_sizes(const std::string& source) {
     expect(L[Role::Gate], nm(Role::Gate), {ff, C});
     expect(L[Role::Up], nm(Role::Up), {ff, C});
     expect(L[Role::Down], nm(Role::Down), {C, ff});
-    if (!L[Role::QBias].empty()) expect(L[Role::QBias], nm(Role::QBias), {qrows});
-    if (!L[Role::KBias].empty()) expect(L[Role::KBias], nm(Role::KBias), {kvrows});
-    if (!L[Role::VBias].empty()) expect(L[Role::VBias], nm(Role::VBias), {kvrows});
-    bool any_bias = !L[Role::QBias].empty() || !L[Role::KBias].empty() || !L[Role::VBias].empty();
-    bool all_bias = !L[Role::QBias].empty() && !L[Role::KBias].empty() && !L[Role::VBias].empty();
-    if (any_bias != all_bias) throw input_error(source, "layer " + std::to_string(l) + ": q/k/v biases must be all present or all absent");
-    if (arch->qkv_bias_expected && !all_bias) throw input_error(source, "missing tensor '" + nm(Role::QBias) + "' (" + arch->family + " has q/k/v biases)");
+    // A bias has one entry per output row of its projection.
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const RoleDesc& d = role_desc(*arch, Role(r));
+      if (d.is_bias && !L.w[size_t(r)].empty()) expect(L.w[size_t(r)], nm(Role(r)), {L[d.bias_of].dim(0)});
+    }
     cfg.layers[l] = lc;
   }
+}
+
+void Model::for_each_stored_tensor(
+    const std::function<void(const std::string&, const std::vector<const Tensor*>&)>& fn) const {
+  fn(arch->global[size_t(GlobalRole::Embed)].pattern, {&embed()});
+  for (size_t l = 0; l < layers.size(); l++) {
+    std::vector<const FusedTensor*> done;
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const Tensor& t = layers[l].w[size_t(r)];
+      if (t.empty()) continue;
+      const FusedTensor* f = fused_of(*arch, Role(r));
+      if (!f) {
+        fn(layer_tensor_name(*arch, Role(r), int(l)), {&t});
+        continue;
+      }
+      if (std::find(done.begin(), done.end(), f) != done.end()) continue;
+      done.push_back(f);
+      std::vector<const Tensor*> parts;
+      for (Role p : f->parts) {
+        const Tensor& pt = layers[l][p];
+        if (pt.empty()) throw RuntimeError("layer " + std::to_string(l) + ": '" + fused_tensor_name(*f, int(l)) + "' lacks its part '" +
+                                           role_desc(*arch, p).name + "'");
+        parts.push_back(&pt);
+      }
+      fn(fused_tensor_name(*f, int(l)), parts);
+    }
+  }
+  fn(arch->global[size_t(GlobalRole::FinalNorm)].pattern, {&final_norm()});
+  if (!cfg.tied) fn(arch->global[size_t(GlobalRole::LmHead)].pattern, {&global[size_t(GlobalRole::LmHead)]});
 }
 
 void Model::for_each_tensor(const std::function<void(const std::string&, const Tensor&)>& fn) const {
@@ -163,6 +280,21 @@ int64_t Model::n_params() const {
   return n;
 }
 
+std::unique_ptr<Tokenizer> load_tokenizer_for_model(const fs::path& dir) {
+  TokenizerExtras extras;
+  std::error_code ec;
+  if (fs::exists(dir / "config.json", ec)) {
+    std::ifstream in(dir / "config.json");
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("model_type") && j["model_type"].is_string()) {
+      const ArchDesc& a = arch_for_model_type(j["model_type"].get<std::string>(), (dir / "config.json").string());
+      for (const char* s : a.tokenizer.appended_specials) extras.sp_appended_specials.push_back(s);
+      for (const auto& alts : a.tokenizer.prefix) extras.prefix.emplace_back(alts.begin(), alts.end());
+    }
+  }
+  return load_tokenizer(dir, extras);
+}
+
 ParamCounts count_params(const Model& m) {
   ParamCounts p;
   p.embed = m.embed().numel();
@@ -170,12 +302,52 @@ ParamCounts count_params(const Model& m) {
   p.norms = m.final_norm().numel();
   for (auto& L : m.layers) {
     p.norms += L[Role::AttnNorm].numel() + L[Role::MlpNorm].numel();
-    for (Role r : {Role::Q, Role::QBias, Role::K, Role::KBias, Role::V, Role::VBias, Role::O})
-      if (!L[r].empty()) p.attention += L[r].numel();
-    for (Role r : {Role::Gate, Role::Up, Role::Down}) p.mlp += L[r].numel();
+    // Projections and their biases: attention's are those with a head axis.
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const RoleDesc& d = role_desc(*m.arch, Role(r));
+      if (d.is_norm || L.w[size_t(r)].empty()) continue;
+      const RoleDesc& mat = d.is_bias ? role_desc(*m.arch, d.bias_of) : d;
+      const bool heads = mat.axis0 == Space::QHeads || mat.axis0 == Space::KVHeads || mat.axis1 == Space::QHeads;
+      (heads ? p.attention : p.mlp) += L.w[size_t(r)].numel();
+    }
   }
   p.total = p.embed + p.lm_head + p.norms + p.attention + p.mlp;
   return p;
+}
+
+int complete_bias_switches(Model& m) {
+  int added = 0;
+  for (const BiasSwitch& sw : m.arch->bias_switches) {
+    if (!sw.config_key) continue;
+    bool any = false;
+    for (const LayerWeights& L : m.layers)
+      for (Role r : sw.roles) any |= !L[r].empty();
+    if (!any) continue;
+    for (LayerWeights& L : m.layers)
+      for (Role r : sw.roles)
+        if (L[r].empty()) {
+          L[r] = Tensor::zeros(DType::F32, {L[role_desc(*m.arch, r).bias_of].dim(0)});
+          added++;
+        }
+  }
+  return added;
+}
+
+void set_bias_keys(const Model& m, nlohmann::json& cfg) {
+  for (const BiasSwitch& sw : m.arch->bias_switches) {
+    if (!sw.config_key) continue;
+    size_t present = 0;
+    for (const LayerWeights& L : m.layers)
+      for (Role r : sw.roles) present += !L[r].empty();
+    if (present == m.layers.size() * sw.roles.size() && present > 0) cfg[sw.config_key] = true;
+    else if (present == 0) {
+      if (cfg.contains(sw.config_key)) cfg[sw.config_key] = false;
+    } else {
+      // Some of the switch's biases only (an older checkpoint with q/k/v biases and no o bias):
+      // no value of the key describes it; without it the loader reads what is there.
+      cfg.erase(sw.config_key);
+    }
+  }
 }
 
 void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs::path& source_dir) {
@@ -196,12 +368,31 @@ void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs
 void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs::path& source_dir, const TensorBytes& bytes) {
   SafetensorsWriter w;
   w.set_metadata("format", "pt");
-  m.for_each_tensor([&](const std::string& name, const Tensor& t) {
-    Tensor keep = t;
-    w.add(name, dtype, t.shape, [keep, name, &bytes](void* dst) { bytes(name, keep, dst); });
+  m.for_each_stored_tensor([&](const std::string& name, const std::vector<const Tensor*>& parts) {
+    if (parts.size() == 1) {
+      Tensor keep = *parts[0];
+      w.add(name, dtype, keep.shape, [keep, name, &bytes](void* dst) { bytes(name, keep, dst); });
+      return;
+    }
+    // A fused tensor: its parts' rows one after another (rows are contiguous in row-major order).
+    std::vector<Tensor> keep;
+    std::vector<int64_t> shape = parts[0]->shape;
+    shape[0] = 0;
+    for (const Tensor* p : parts) {
+      keep.push_back(*p);
+      shape[0] += p->dim(0);
+    }
+    w.add(name, dtype, shape, [keep, name, dtype, &bytes](void* dst) {
+      auto* out = static_cast<uint8_t*>(dst);
+      for (const Tensor& p : keep) {
+        bytes(name, p, out);
+        out += size_t(p.numel()) * dtype_size(dtype);
+      }
+    });
   });
   w.write(dir / "model.safetensors");
   nlohmann::json cfg = m.cfg.to_json();
+  set_bias_keys(m, cfg);
   cfg["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
   // Ragged models: the Python that builds per-layer sizes in transformers, named by auto_map.
   if (set_hf_auto_map(cfg, m.cfg, *m.arch)) write_hf_code_files(dir);

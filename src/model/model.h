@@ -4,12 +4,15 @@
 #include <array>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "arch/arch.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "tokenizer/tokenizer.h"
 
 namespace llmprune {
 
@@ -48,22 +51,42 @@ struct Model {
   // commit() (prune's result and its scratch steps): the incomplete-output marker is expected.
   static Model load_unfinished(const std::filesystem::path& dir);
   // Builds the model from named tensors (HF names) and a config; used by load and by GGUF import.
+  // Fused tensors (arch's FusedTensor) are split into views of their roles.
   static Model from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source);
+  // The same from tensors already named by role (layer_tensor_name: a fused part is "<fused>[q]").
+  static Model from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source);
   // Recomputes cfg.layers from the tensor shapes and checks all shapes are consistent.
   void validate_and_derive_sizes(const std::string& source);
 
-  // Visits every present tensor with its HF name (execution order).
+  // Visits every tensor as stored on disk, in execution order: a stand-alone role with its one
+  // tensor, a fused tensor (arch's FusedTensor) with its parts to concatenate along rows.
+  void for_each_stored_tensor(
+      const std::function<void(const std::string& name, const std::vector<const Tensor*>& parts)>& fn) const;
+  // Visits every present role tensor with its name (execution order; fused parts "<fused>[q]").
   void for_each_tensor(const std::function<void(const std::string& name, const Tensor& t)>& fn) const;
   void for_each_tensor_mut(const std::function<void(const std::string& name, Tensor& t)>& fn);
 
   int64_t n_params() const;
 };
 
+// The tokenizer a checkpoint directory ships, with its family's conventions (arch's
+// TokenizerConvention: appended specials, prompt prefix) when config.json names a family.
+std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::filesystem::path& model_dir);
+
 // Parameter counts by role for `info` and reports.
 struct ParamCounts {
   int64_t embed = 0, lm_head = 0, attention = 0, mlp = 0, norms = 0, total = 0;
 };
 ParamCounts count_params(const Model& m);
+
+// Gives every layer every bias of each config-keyed switch (arch's BiasSwitch) of which the model
+// holds at least one, zeros where missing, so that the saved key (true) describes the tensors:
+// HF's attention_bias puts a bias on q, k and v as well as o, in every layer. F32 zeros sized by
+// the biased matrix's rows. Returns the number of tensors added.
+int complete_bias_switches(Model& m);
+
+// Sets config.json's bias switches (attention_bias, mlp_bias) to the biases the model holds.
+void set_bias_keys(const Model& m, nlohmann::json& cfg);
 
 // Writes the model as an HF directory (config.json, model.safetensors, generation_config.json)
 // into `dir` (which must exist), converting weights to `dtype`, streaming tensor by tensor.

@@ -85,10 +85,12 @@ std::vector<RandomSpec> random_specs(const ModelConfig& cfg, uint64_t seed) {
     put(Role::Gate, {F, C}, false);
     put(Role::Up, {F, C}, false);
     put(Role::Down, {C, F}, false);
-    if (a.qkv_bias_expected) {
-      put(Role::QBias, {QD}, false);
-      put(Role::KBias, {KD}, false);
-      put(Role::VBias, {KD}, false);
+    // Biases last (the other tensors keep their seeds), each sized by its projection's rows.
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const RoleDesc& d = role_desc(a, Role(r));
+      if (!d.is_bias || bias_presence(a, Role(r), cfg.raw, "<random>") != Presence::Required) continue;
+      const Space rows = role_desc(a, d.bias_of).axis0;
+      put(Role(r), {rows == Space::QHeads ? QD : rows == Space::KVHeads ? KD : rows == Space::Mlp ? F : C}, false);
     }
   }
   return out;

@@ -7,26 +7,20 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/names.h"
 
 namespace llmprune {
 
-Allocation parse_allocation(const std::string& s) {
-  if (s == "uniform") return Allocation::Uniform;
-  if (s == "global") return Allocation::Global;
-  if (s == "adaptive") return Allocation::Adaptive;
-  if (s == "log-increasing") return Allocation::LogIncreasing;
-  throw UserError("--allocation '" + s + "' is not one of uniform, global, adaptive, log-increasing");
-}
+namespace {
+constexpr NameTable<Allocation, 4> kAllocationNames{{{Allocation::Uniform, "uniform"},
+                                                    {Allocation::Global, "global"},
+                                                    {Allocation::Adaptive, "adaptive"},
+                                                    {Allocation::LogIncreasing, "log-increasing"}}};
+}  // namespace
 
-std::string allocation_name(Allocation a) {
-  switch (a) {
-    case Allocation::Uniform: return "uniform";
-    case Allocation::Global: return "global";
-    case Allocation::Adaptive: return "adaptive";
-    case Allocation::LogIncreasing: return "log-increasing";
-  }
-  return "?";
-}
+Allocation parse_allocation(const std::string& s) { return parse_name(kAllocationNames, s, "--allocation"); }
+
+std::string allocation_name(Allocation a) { return name_of(kAllocationNames, a); }
 
 std::vector<double> log_increasing_ratios(int n, double ratio, double min_ratio) {
   if (n <= 0) return {};

@@ -49,6 +49,7 @@ MemoryEstimate estimate_prune_memory(const Model& m, const PruneShape& s) {
   for (size_t l = 0; l < m.layers.size(); l++) {
     double n = 0;
     for (const Tensor& t : m.layers[l].w) {
+      if (t.empty()) continue;  // a role this model does not have
       n += double(t.numel());
       layer_tensor_big = std::max(layer_tensor_big, double(t.numel()));
     }
@@ -146,14 +147,23 @@ double gradient_flops(const Model& m, int B, int T, bool global_grads, const std
   double f = 0;
   for (int l = 0; l < L; l++) {
     const LayerConfig& lc = m.cfg.layers[size_t(l)];
-    const double mm = 2 * N * (C * lc.q_dim() + 2 * C * lc.kv_dim() + lc.q_dim() * C + 3 * C * lc.d_ff);
+    // Every projection of the layer is one GEMM of N rows; a bias is N adds forward and N adds
+    // (its gradient, the sum over rows) backward.
+    double macs = 0, bias_len = 0;
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      const Tensor& t = m.layers[size_t(l)].w[size_t(r)];
+      if (t.empty()) continue;
+      if (role_desc(*m.arch, Role(r)).is_bias) bias_len += double(t.numel());
+      else if (is_matrix_role(Role(r))) macs += double(t.numel());
+    }
+    const double mm = 2 * N * macs, bias = N * bias_len;
     const double att_fwd = 4.0 * B * double(T) * T * lc.head_dim * lc.n_head;  // QK^T, PV
     const double att_bwd = 8.0 * B * double(T) * T * lc.head_dim * lc.n_head;  // dV, dP, dQ, dK
-    f += mm + att_fwd;                                       // forward
+    f += mm + bias + att_fwd;                                // forward
     if (l < lowest) continue;
-    if (!keep_activations) f += mm + att_fwd;                // recompute
+    if (!keep_activations) f += mm + bias + att_fwd;         // recompute
     f += mm + att_bwd;                                       // input gradients
-    if (wants(l)) f += mm;                                   // weight gradients
+    if (wants(l)) f += mm + bias;                            // weight (and bias) gradients
   }
   f += 2 * N * C * V;                                        // lm_head forward
   f += 2 * N * C * V * (global_grads ? 2 : 1);               // dxn (+ lm_head weight gradient)

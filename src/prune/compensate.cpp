@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/names.h"
 #include "kernels/ops.h"
 #include "model/forward.h"
 #include "prune/surgery.h"
@@ -23,23 +24,16 @@ void dpotrs_(const char* uplo, const int* n, const int* nrhs, const double* a, c
 
 namespace llmprune {
 
-Compensation parse_compensation(const std::string& s) {
-  if (s == "none") return Compensation::None;
-  if (s == "bias") return Compensation::Bias;
-  if (s == "lstsq") return Compensation::Lstsq;
-  if (s == "bias+lstsq") return Compensation::BiasLstsq;
-  throw UserError("--compensate '" + s + "' is not one of none, bias, lstsq, bias+lstsq");
-}
+namespace {
+constexpr NameTable<Compensation, 4> kCompensationNames{{{Compensation::None, "none"},
+                                                        {Compensation::Bias, "bias"},
+                                                        {Compensation::Lstsq, "lstsq"},
+                                                        {Compensation::BiasLstsq, "bias+lstsq"}}};
+}  // namespace
 
-std::string compensation_name(Compensation c) {
-  switch (c) {
-    case Compensation::None: return "none";
-    case Compensation::Bias: return "bias";
-    case Compensation::Lstsq: return "lstsq";
-    case Compensation::BiasLstsq: return "bias+lstsq";
-  }
-  return "?";
-}
+Compensation parse_compensation(const std::string& s) { return parse_name(kCompensationNames, s, "--compensate"); }
+
+std::string compensation_name(Compensation c) { return name_of(kCompensationNames, c); }
 
 bool compensation_has_bias(Compensation c) { return c == Compensation::Bias || c == Compensation::BiasLstsq; }
 bool compensation_has_lstsq(Compensation c) { return c == Compensation::Lstsq || c == Compensation::BiasLstsq; }
@@ -112,9 +106,16 @@ Refit refit_projection(const float* W, int64_t out, int64_t in, const std::vecto
 
 namespace {
 
+// y[n, :] += b for every row n of y [N, out].
+void add_rows(float* y, const float* b, int N, int out) {
+  for (int n = 0; n < N; n++)
+    for (int i = 0; i < out; i++) y[size_t(n) * out + i] += b[i];
+}
+
 // One projection (o_proj or down_proj) of the layer being refitted.
 struct ModuleState {
   const float* W = nullptr;        // unpruned weight [out, in]
+  const float* b0 = nullptr;       // the projection's own bias [out] (null: none); kept as it is
   std::vector<int64_t> kept;       // input channels that stay
   bool record = false;             // accumulate the input statistics
   ChannelStats st;
@@ -147,9 +148,10 @@ class RefitHook : public LinearHook {
     yn_.resize(size_t(N) * out);
     kernels::linear_forward(yn_.data(), xk_.data(), md->w_new.data(), md->b_new.empty() ? nullptr : md->b_new.data(), N,
                             k, out);
+    if (md->b0) add_rows(yn_.data(), md->b0, N, out);
     if (md->fit) {
       yp_.resize(size_t(N) * out);
-      kernels::linear_forward(yp_.data(), xk_.data(), md->w_kept.data(), nullptr, N, k, out);
+      kernels::linear_forward(yp_.data(), xk_.data(), md->w_kept.data(), md->b0, N, k, out);
       for (size_t i = 0; i < size_t(N) * out; i++) {
         const double y0 = y[i];
         md->fit->energy += y0 * y0;
@@ -181,6 +183,13 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
   auto t0 = std::chrono::steady_clock::now();
   if (!(opt.damping > 0)) throw UserError("--damping must be > 0");
   if (int64_t(tokens.size()) != int64_t(S) * T) throw RuntimeError("internal: calibration tokens are not S x T");
+  if (compensation_has_bias(opt.mode))
+    for (Role b : {Role::OBias, Role::DownBias}) {
+      const BiasSwitch* sw = bias_switch_of(*original.arch, b);
+      if (!sw || (!sw->config_key && original.layers.at(0)[b].empty()))
+        throw UserError("--compensate " + compensation_name(opt.mode) + " writes " + role_desc(*original.arch, b).name +
+                        ", which a " + original.arch->family + " checkpoint cannot hold; use --compensate lstsq");
+    }
   const int L = int(original.layers.size()), C = original.cfg.hidden;
   std::vector<std::set<int64_t>> gone_o(static_cast<size_t>(L)), gone_down(static_cast<size_t>(L));
   for (const Group& g : removed) {
@@ -220,20 +229,21 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
     runner.set_hook(&hook);
     struct Job {
       ModuleState& md;
-      Role role;
+      Role role, bias_role;
       int64_t in;
       const std::set<int64_t>& gone;
       ModuleFit& fit;
       std::vector<float>& bias_out;
     };
-    Job jobs[2] = {{hook.o, Role::O, int64_t(lc.n_head) * lc.head_dim, gone_o[size_t(l)], res.layers[size_t(l)].o,
+    Job jobs[2] = {{hook.o, Role::O, Role::OBias, int64_t(lc.n_head) * lc.head_dim, gone_o[size_t(l)], res.layers[size_t(l)].o,
                     res.o_bias[size_t(l)]},
-                   {hook.down, Role::Down, int64_t(lc.d_ff), gone_down[size_t(l)], res.layers[size_t(l)].down,
+                   {hook.down, Role::Down, Role::DownBias, int64_t(lc.d_ff), gone_down[size_t(l)], res.layers[size_t(l)].down,
                     res.down_bias[size_t(l)]}};
     for (Job& j : jobs) {
       if (j.gone.empty()) continue;
       ModuleState& md = j.md;
       md.W = w[j.role];
+      md.b0 = w[j.bias_role];
       md.kept = complement(j.gone, j.in);
       md.need_gram = compensation_has_lstsq(opt.mode);
       md.record = true;
@@ -252,6 +262,10 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
       if (compensation_has_bias(opt.mode)) {
         md.b_new.assign(r.bias.begin(), r.bias.end());
         j.bias_out = md.b_new;
+        // The model's bias: its own (if any) plus the compensation, kept in F32.
+        Tensor b = Tensor::zeros(DType::F32, {C});
+        for (int64_t i = 0; i < C; i++) b.f32_mut()[i] = md.b_new[size_t(i)] + (md.b0 ? md.b0[i] : 0.0f);
+        res.model.layers[size_t(l)][j.bias_role] = b;
       }
       md.replace = true;
       md.fit = &j.fit;
@@ -263,6 +277,8 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
     run_layer(l, true);  // the pruned, refitted layer: the next layer's input (and the fit figures)
     runner.set_hook(nullptr);
   }
+  // attention_bias / mlp_bias (add_bias_linear) describe every layer: zeros where none was computed.
+  if (compensation_has_bias(opt.mode)) complete_bias_switches(res.model);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }

@@ -6,17 +6,18 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/names.h"
 
 namespace llmprune {
 
-Strategy parse_strategy(const std::string& s) {
-  if (s == "block") return Strategy::Block;
-  if (s == "channel") return Strategy::Channel;
-  if (s == "layer") return Strategy::Layer;
-  throw UserError("--strategy '" + s + "' is not one of block, channel, layer");
-}
+namespace {
+constexpr NameTable<Strategy, 3> kStrategyNames{
+    {{Strategy::Block, "block"}, {Strategy::Channel, "channel"}, {Strategy::Layer, "layer"}}};
+}  // namespace
 
-std::string strategy_name(Strategy s) { return s == Strategy::Block ? "block" : s == Strategy::Channel ? "channel" : "layer"; }
+Strategy parse_strategy(const std::string& s) { return parse_name(kStrategyNames, s, "--strategy"); }
+
+std::string strategy_name(Strategy s) { return name_of(kStrategyNames, s); }
 
 LayerRange parse_layer_range(const std::string& s, const std::string& flag, int n_layers) {
   LayerRange r;

@@ -16,8 +16,6 @@ namespace llmprune {
 
 namespace {
 
-constexpr std::array<Role, 7> kMatrixRoles = {Role::Q, Role::K, Role::V, Role::O, Role::Gate, Role::Up, Role::Down};
-
 uint64_t mix64(uint64_t z) {
   z += 0x9E3779B97F4A7C15ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -144,7 +142,7 @@ void sparsify_unstructured(Model& m, const SparsifyOptions& o, const std::vector
   };
   std::vector<Target> list;  // model order
   for (int l = 0; l < L; l++)
-    for (Role r : kMatrixRoles)
+    for (Role r : matrix_roles())
       if (has_role(targets, r) && !m.layers[size_t(l)][r].empty()) list.push_back({l, r});
   if (list.empty()) throw UserError("--targets selects no tensor of the model");
 
@@ -288,7 +286,7 @@ void sparsify_ln(Model& m, const SparsifyOptions& o, const std::vector<Role>& ta
   for (const Group& g : chosen)
     for (const Member& mem : g.members) zero_member_slice(member_tensor_mut(m, mem), mem);
   for (int l = 0; l < int(m.layers.size()); l++)
-    for (Role r : kMatrixRoles) {
+    for (Role r : matrix_roles()) {
       if (!has_role(targets, r) || m.layers[size_t(l)][r].empty()) continue;
       const Tensor& w = m.layers[size_t(l)][r];
       TensorSparsity s;
@@ -344,9 +342,9 @@ std::pair<int, int> parse_nm(const std::string& s, const std::string& flag) {
 }
 
 std::vector<Role> default_sparsify_targets(const SparsifyOptions& o) {
-  if (o.method != SparsifyMethod::Ln) return {kMatrixRoles.begin(), kMatrixRoles.end()};
+  if (o.method != SparsifyMethod::Ln) return matrix_roles();
   std::vector<Role> out;
-  for (Role r : kMatrixRoles)
+  for (Role r : matrix_roles())
     if (ln_unit_kind(r, o.ln_dim) != UnitKind::Hidden) out.push_back(r);
   return out;
 }
@@ -454,15 +452,14 @@ std::vector<uint8_t> select_in_matrix(const uint32_t* keys, int64_t rows, int64_
 }
 
 UnitKind ln_unit_kind(Role r, int dim) {
-  switch (r) {
-    case Role::Q:
-    case Role::K:
-    case Role::V: return dim == 0 ? UnitKind::Head : UnitKind::Hidden;
-    case Role::Gate:
-    case Role::Up: return dim == 0 ? UnitKind::Mlp : UnitKind::Hidden;
-    case Role::O: return dim == 0 ? UnitKind::Hidden : UnitKind::Head;
-    case Role::Down: return dim == 0 ? UnitKind::Hidden : UnitKind::Mlp;
-    default: throw RuntimeError("ln_unit_kind: not a projection");
+  if (!is_matrix_role(r)) throw RuntimeError("ln_unit_kind: not a projection");
+  // The unit a row (dim 0) or column (dim 1) belongs to is the index space of that axis.
+  const RoleDesc& d = role_desc(arch_for_model_type("llama", "<builtin>"), r);
+  switch (dim == 0 ? d.axis0 : d.axis1) {
+    case Space::QHeads:
+    case Space::KVHeads: return UnitKind::Head;
+    case Space::Mlp: return UnitKind::Mlp;
+    default: return UnitKind::Hidden;
   }
 }
 

@@ -202,13 +202,13 @@ Tensor slice_tensor(const Tensor& t, const std::vector<int64_t>& cut0, const std
   return out;
 }
 
-// Tensors whose output is added into the residual stream (their axis 0 is Hidden: o, down) and
-// the embedding, which sets the residual's initial value. Zeroing a unit's slice there silences
-// the unit exactly.
+// Tensors whose output is added into the residual stream (their axis 0 is Hidden and they are
+// not norms: o, down and their biases) and the embedding, which sets the residual's initial
+// value. Zeroing a unit's slice there silences the unit exactly.
 bool writes_residual(const Model& m, int layer, int role) {
   if (layer < 0) return GlobalRole(role) == GlobalRole::Embed;
   const RoleDesc& d = m.arch->layer[size_t(role)];
-  return d.axis0 == Space::Hidden && d.axis1 != Space::None;
+  return d.axis0 == Space::Hidden && !d.is_norm;
 }
 
 Tensor& tensor_slot(Model& m, int layer, int role) {

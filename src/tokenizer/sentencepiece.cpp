@@ -1,5 +1,6 @@
 #include <sentencepiece_processor.h>
 
+#include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -68,19 +69,56 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::filesystem::path& file)
 // Defined in tokenizer/hf_tokenizer.cpp when tokenizer.json support is built.
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::filesystem::path& file);
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir) {
+// Defined in tokenizer/appended_specials.cpp.
+std::unique_ptr<Tokenizer> with_appended_specials(std::unique_ptr<Tokenizer> base, const std::vector<std::string>& specials);
+int32_t find_piece(const Tokenizer& tok, const std::vector<std::string>& spellings);
+
+namespace {
+
+// GLM-4's tokenizer.model is tiktoken's text format: lines "base64(token) rank".
+bool looks_like_tiktoken(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::string line;
+  if (!std::getline(in, line) || line.empty()) return false;
+  size_t sp = line.find(' ');
+  if (sp == std::string::npos || sp == 0 || sp + 1 >= line.size()) return false;
+  for (size_t i = 0; i < sp; i++) {
+    char c = line[i];
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=')) return false;
+  }
+  for (size_t i = sp + 1; i < line.size(); i++)
+    if (!std::isdigit(static_cast<unsigned char>(line[i]))) return false;
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir, const TokenizerExtras& extras) {
   std::unique_ptr<Tokenizer> tok;
-  if (std::filesystem::exists(model_dir / "tokenizer.json"))
+  if (std::filesystem::exists(model_dir / "tokenizer.json")) {
     tok = load_hf_tokenizer_json(model_dir / "tokenizer.json");
-  else if (std::filesystem::exists(model_dir / "tokenizer.model"))
+  } else if (std::filesystem::exists(model_dir / "tokenizer.model")) {
+    if (looks_like_tiktoken(model_dir / "tokenizer.model"))
+      throw input_error((model_dir / "tokenizer.model").string(),
+                        "a tiktoken rank file (GLM-4's tokenizer) is not supported; put the model's tokenizer.json next to it");
     tok = load_sentencepiece(model_dir / "tokenizer.model");
-  else
+    if (!extras.sp_appended_specials.empty()) tok = with_appended_specials(std::move(tok), extras.sp_appended_specials);
+  } else
     throw input_error(model_dir.string(), "no tokenizer.json or tokenizer.model in the model directory");
   int bos = json_int_or(model_dir / "generation_config.json", "bos_token_id", tok->bos_id());
   int eos = json_int_or(model_dir / "generation_config.json", "eos_token_id", tok->eos_id());
   bos = json_int_or(model_dir / "config.json", "bos_token_id", bos);
   eos = json_int_or(model_dir / "config.json", "eos_token_id", eos);
   tok->set_special_ids(bos, eos);
+  if (!extras.prefix.empty()) {
+    std::vector<int32_t> prefix;
+    for (const auto& spellings : extras.prefix) {
+      int32_t id = find_piece(*tok, spellings);
+      if (id < 0) throw input_error(model_dir.string(), "the tokenizer has no '" + spellings.front() + "' token, which this model family's prompts start with");
+      prefix.push_back(id);
+    }
+    tok->set_prefix_ids(std::move(prefix));
+  }
   return tok;
 }
 

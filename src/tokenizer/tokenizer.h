@@ -23,14 +23,31 @@ class Tokenizer {
   int32_t bos_id() const { return bos_id_; }
   int32_t eos_id() const { return eos_id_; }
   void set_special_ids(int32_t bos, int32_t eos) { bos_id_ = bos; eos_id_ = eos; }
+  // What a text starts with where the convention says "BOS": the family's prefix when it has one
+  // (ChatGLM2/3: [gMASK] sop), else BOS when there is one, else nothing.
+  std::vector<int32_t> prefix_ids() const {
+    if (!prefix_.empty()) return prefix_;
+    return bos_id_ >= 0 ? std::vector<int32_t>{bos_id_} : std::vector<int32_t>{};
+  }
+  void set_prefix_ids(std::vector<int32_t> ids) { prefix_ = std::move(ids); }
 
  protected:
   int32_t bos_id_ = -1, eos_id_ = -1;
+  std::vector<int32_t> prefix_;
+};
+
+// Conventions a model family adds on top of its tokenizer file (arch's TokenizerConvention).
+struct TokenizerExtras {
+  // Special tokens appended after a SentencePiece model's pieces (ids size, size+1, ...), matched
+  // as whole strings in text. Not applied to tokenizer.json, which lists its own added tokens.
+  std::vector<std::string> sp_appended_specials;
+  // Tokens every text starts with; each entry lists accepted spellings ("sop" or "<sop>").
+  std::vector<std::vector<std::string>> prefix;
 };
 
 // Loads the tokenizer a checkpoint directory ships. Prefers tokenizer.json over tokenizer.model
 // (as HF does). BOS/EOS ids come from config.json/generation_config.json when present.
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir);
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir, const TokenizerExtras& extras = {});
 
 // A SentencePiece `.model` file through libsentencepiece.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::filesystem::path& file);

@@ -87,13 +87,13 @@ std::vector<Example> load_examples(const std::string& file, const Tokenizer& tok
   rep.format = fmt;
   std::string content = read_text_file(file);
   std::vector<Example> out;
-  const int32_t bos = tok.bos_id(), eos = tok.eos_id();
+  const int32_t eos = tok.eos_id();
   const size_t cutoff = size_t(opt.cutoff_len);
 
   if (fmt == "text") {
     if (blank(content)) throw input_error(file, "file is empty");
     std::vector<int32_t> ids;
-    if (bos >= 0) ids.push_back(bos);
+    ids = tok.prefix_ids();
     auto body = tok.encode(content);
     ids.insert(ids.end(), body.begin(), body.end());
     for (size_t s = 0; s < ids.size(); s += cutoff) {
@@ -149,8 +149,7 @@ std::vector<Example> load_examples(const std::string& file, const Tokenizer& tok
     return w;
   };
   auto encode = [&](const std::string& text) {
-    std::vector<int32_t> ids;
-    if (bos >= 0) ids.push_back(bos);
+    std::vector<int32_t> ids = tok.prefix_ids();
     auto body = tok.encode(text);
     ids.insert(ids.end(), body.begin(), body.end());
     return ids;

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -17,8 +18,6 @@ namespace k = kernels;
 
 namespace {
 
-const std::array<Role, 7> kProjRoles{Role::Q, Role::K, Role::V, Role::O, Role::Gate, Role::Up, Role::Down};
-
 std::string trim_lower(std::string s) {
   size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
   s = b == std::string::npos ? "" : s.substr(b, e - b + 1);
@@ -29,19 +28,19 @@ std::string trim_lower(std::string s) {
 }  // namespace
 
 std::string lora_target_name(Role r) {
-  switch (r) {
-    case Role::Q: return "q";
-    case Role::K: return "k";
-    case Role::V: return "v";
-    case Role::O: return "o";
-    case Role::Gate: return "gate";
-    case Role::Up: return "up";
-    case Role::Down: return "down";
-    default: return "?";
-  }
+  return is_matrix_role(r) ? role_desc(arch_for_model_type("llama", "<builtin>"), r).name : "?";
 }
 
 std::string hf_module_name(Role r) { return lora_target_name(r) + "_proj"; }
+
+std::string hf_module_name(const ArchDesc& a, Role r) {
+  if (const FusedTensor* f = fused_of(a, r)) return f->lora_module;
+  std::string name = layer_tensor_name(a, r, 0);
+  const std::string suffix = ".weight";
+  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+    name = name.substr(0, name.size() - suffix.size());
+  return name.substr(name.rfind('.') + 1);
+}
 
 std::vector<Role> parse_lora_targets(const std::string& list, const std::string& flag) {
   std::vector<Role> out;
@@ -52,7 +51,7 @@ std::vector<Role> parse_lora_targets(const std::string& list, const std::string&
     start = comma == std::string::npos ? list.size() + 1 : comma + 1;
     if (item.empty()) continue;
     if (item == "all") {
-      for (Role r : kProjRoles)
+      for (Role r : matrix_roles())
         if (std::find(out.begin(), out.end(), r) == out.end()) out.push_back(r);
       continue;
     }
@@ -65,7 +64,7 @@ std::vector<Role> parse_lora_targets(const std::string& list, const std::string&
   if (out.empty()) throw UserError(flag + ": no projection given");
   // Execution order, so adapters are laid out the same whatever order the flag lists them in.
   std::vector<Role> sorted;
-  for (Role r : kProjRoles)
+  for (Role r : matrix_roles())
     if (std::find(out.begin(), out.end(), r) != out.end()) sorted.push_back(r);
   return sorted;
 }
@@ -79,17 +78,19 @@ LoraAdapters::LoraAdapters(const Model& m, const LoraConfig& cfg) : m_(m), cfg_(
   for (int l = 0; l < L; l++) {
     const LayerConfig& lc = m.cfg.layers[size_t(l)];
     for (Role r : cfg_.targets) {
-      int in = 0, out = 0;
-      switch (r) {
-        case Role::Q: in = C; out = lc.q_dim(); break;
-        case Role::K:
-        case Role::V: in = C; out = lc.kv_dim(); break;
-        case Role::O: in = lc.q_dim(); out = C; break;
-        case Role::Gate:
-        case Role::Up: in = C; out = lc.d_ff; break;
-        case Role::Down: in = lc.d_ff; out = C; break;
-        default: throw UserError("LoRA cannot target " + lora_target_name(r));
-      }
+      if (!is_matrix_role(r)) throw UserError("LoRA cannot target " + lora_target_name(r));
+      // W is [out, in]: its row and column index spaces give the adapter's sizes.
+      auto size_of = [&](Space sp) {
+        switch (sp) {
+          case Space::Hidden: return C;
+          case Space::QHeads: return lc.q_dim();
+          case Space::KVHeads: return lc.kv_dim();
+          case Space::Mlp: return lc.d_ff;
+          default: return 0;
+        }
+      };
+      const RoleDesc& d = role_desc(*m.arch, r);
+      const int in = size_of(d.axis1), out = size_of(d.axis0);
       if (in == 0 || out == 0 || m.layers[size_t(l)][r].empty()) continue;
       LoraPair p;
       p.layer = l;
@@ -198,12 +199,76 @@ void LoraAdapters::backward(int layer, Role r, const float* x, const float* dy, 
     if (uniform01(splitmix64(base + uint64_t(i))) >= pdrop) dx[i] += dxd[size_t(i)] * keep_scale;
 }
 
-std::string LoraAdapters::peft_name(const LoraPair& p, bool is_A) const {
-  std::string w = layer_tensor_name(*m_.arch, p.role, p.layer);
+namespace {
+
+std::string strip_weight(std::string w) {
   const std::string suffix = ".weight";
   if (w.size() > suffix.size() && w.compare(w.size() - suffix.size(), suffix.size(), suffix) == 0)
     w = w.substr(0, w.size() - suffix.size());
-  return "base_model.model." + w + (is_A ? ".lora_A.weight" : ".lora_B.weight");
+  return w;
+}
+
+std::string peft_module_name(const ArchDesc& a, int layer, Role r) {
+  if (const FusedTensor* f = fused_of(a, r)) return "base_model.model." + strip_weight(fused_tensor_name(*f, layer));
+  return "base_model.model." + strip_weight(layer_tensor_name(a, r, layer));
+}
+
+// One PEFT module: a stand-alone role, or the parts of a fused tensor (in its order) with the
+// row offset of each part in the fused tensor.
+struct PeftModule {
+  std::string name;
+  const FusedTensor* fused = nullptr;
+  int layer = 0;
+  std::vector<const LoraPair*> pairs;  // present adapters, in part order
+  std::vector<int64_t> row0;           // their row offsets in the fused output
+  int64_t out = 0, in = 0;             // the whole module's shape
+};
+
+template <typename Pairs>
+std::vector<PeftModule> peft_modules(const Model& m, Pairs& pairs) {
+  std::vector<PeftModule> mods;
+  std::map<std::pair<int, const FusedTensor*>, size_t> seen;
+  for (const LoraPair& p : pairs) {
+    const FusedTensor* f = fused_of(*m.arch, p.role);
+    if (!f) {
+      PeftModule mod;
+      mod.name = peft_module_name(*m.arch, p.layer, p.role);
+      mod.layer = p.layer;
+      mod.pairs = {&p};
+      mod.row0 = {0};
+      mod.out = p.out;
+      mod.in = p.in;
+      mods.push_back(mod);
+      continue;
+    }
+    auto key = std::make_pair(p.layer, f);
+    if (seen.count(key)) continue;
+    seen[key] = mods.size();
+    PeftModule mod;
+    mod.name = peft_module_name(*m.arch, p.layer, p.role);
+    mod.fused = f;
+    mod.layer = p.layer;
+    mod.in = p.in;
+    for (Role part : f->parts) {
+      const Tensor& t = m.layers[size_t(p.layer)][part];
+      for (const LoraPair& q : pairs)
+        if (q.layer == p.layer && q.role == part) {
+          mod.pairs.push_back(&q);
+          mod.row0.push_back(mod.out);
+        }
+      mod.out += t.dim(0);
+    }
+    mods.push_back(mod);
+  }
+  return mods;
+}
+
+}  // namespace
+
+std::string LoraAdapters::peft_name(const LoraPair& p, bool is_A) const {
+  std::string name = peft_module_name(*m_.arch, p.layer, p.role) + (is_A ? ".lora_A.weight" : ".lora_B.weight");
+  if (fused_of(*m_.arch, p.role)) name += std::string(":") + role_desc(*m_.arch, p.role).name;
+  return name;
 }
 
 Model merge_lora(const Model& base, const LoraAdapters& lora) {
@@ -232,15 +297,40 @@ Model merge_lora(const Model& base, const LoraAdapters& lora) {
 void save_peft_adapter(const LoraAdapters& lora, const std::filesystem::path& dir, const std::string& base_model) {
   SafetensorsWriter w;
   w.set_metadata("format", "pt");
-  for (const LoraPair& p : lora.pairs()) {
-    const LoraPair* pp = &p;
-    w.add(lora.peft_name(p, true), DType::F32, {p.r, p.in}, [pp](void* dst) { std::memcpy(dst, pp->A.data(), pp->A.size() * 4); });
-    w.add(lora.peft_name(p, false), DType::F32, {p.out, p.r}, [pp](void* dst) { std::memcpy(dst, pp->B.data(), pp->B.size() * 4); });
+  const std::vector<PeftModule> mods = peft_modules(lora.model(), lora.pairs());
+  nlohmann::json rank_pattern = nlohmann::json::object(), alpha_pattern = nlohmann::json::object();
+  const LoraConfig& c = lora.config();
+  for (const PeftModule& mod : mods) {
+    int64_t R = 0;
+    for (const LoraPair* p : mod.pairs) R += p->r;
+    w.add(mod.name + ".lora_A.weight", DType::F32, {R, mod.in}, [mod](void* dst) {
+      auto* o = static_cast<float*>(dst);
+      for (const LoraPair* p : mod.pairs) o = std::copy(p->A.begin(), p->A.end(), o);
+    });
+    w.add(mod.name + ".lora_B.weight", DType::F32, {mod.out, R}, [mod, R](void* dst) {
+      auto* o = static_cast<float*>(dst);
+      std::fill(o, o + size_t(mod.out) * size_t(R), 0.0f);
+      int64_t col = 0;
+      for (size_t i = 0; i < mod.pairs.size(); i++) {
+        const LoraPair* p = mod.pairs[i];
+        for (int64_t r = 0; r < p->out; r++)
+          for (int64_t a = 0; a < p->r; a++) o[size_t(mod.row0[i] + r) * size_t(R) + size_t(col + a)] = p->B[size_t(r) * size_t(p->r) + size_t(a)];
+        col += p->r;
+      }
+    });
+    if (R != c.r) {
+      // The fused module's rank: PEFT scales by alpha / rank, so alpha grows with it.
+      const std::string key = mod.name.substr(std::string("base_model.model.").size());
+      rank_pattern[key] = R;
+      alpha_pattern[key] = c.alpha * double(R) / double(c.r);
+    }
   }
   w.write(dir / "adapter_model.safetensors");
-  const LoraConfig& c = lora.config();
   nlohmann::json targets = nlohmann::json::array();
-  for (Role r : c.targets) targets.push_back(hf_module_name(r));
+  for (Role r : c.targets) {
+    std::string name = hf_module_name(*lora.model().arch, r);
+    if (std::find(targets.begin(), targets.end(), name) == targets.end()) targets.push_back(name);
+  }
   nlohmann::json j = {{"base_model_name_or_path", base_model},
                       {"bias", "none"},
                       {"fan_in_fan_out", false},
@@ -253,6 +343,10 @@ void save_peft_adapter(const LoraAdapters& lora, const std::filesystem::path& di
                       {"r", c.r},
                       {"target_modules", targets},
                       {"task_type", "CAUSAL_LM"}};
+  if (!rank_pattern.empty()) {
+    j["rank_pattern"] = rank_pattern;
+    j["alpha_pattern"] = alpha_pattern;
+  }
   // PEFT reads lora_alpha as an int in older versions; write an integer when it is one.
   if (c.alpha == std::floor(c.alpha)) j["lora_alpha"] = int64_t(c.alpha);
   atomic_write_file(dir / "adapter_config.json", j.dump(2) + "\n");
@@ -260,17 +354,28 @@ void save_peft_adapter(const LoraAdapters& lora, const std::filesystem::path& di
 
 void load_lora_weights(LoraAdapters& lora, const std::filesystem::path& file) {
   SafetensorsFile f = SafetensorsFile::open(file);
-  for (LoraPair& p : lora.pairs()) {
+  for (const PeftModule& mod : peft_modules(lora.model(), lora.pairs())) {
+    int64_t R = 0;
+    for (const LoraPair* p : mod.pairs) R += p->r;
+    std::vector<float> A(size_t(R * mod.in)), B(size_t(mod.out * R));
     for (bool is_A : {true, false}) {
-      std::string name = lora.peft_name(p, is_A);
+      std::string name = mod.name + (is_A ? ".lora_A.weight" : ".lora_B.weight");
       auto it = f.tensors.find(name);
       if (it == f.tensors.end()) throw input_error(file.string(), "missing tensor '" + name + "'");
       const Tensor& t = it->second;
-      std::vector<int64_t> want = is_A ? std::vector<int64_t>{p.r, p.in} : std::vector<int64_t>{p.out, p.r};
+      std::vector<int64_t> want = is_A ? std::vector<int64_t>{R, mod.in} : std::vector<int64_t>{mod.out, R};
       if (t.shape != want)
         throw input_error(file.string(), "tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " + shape_str(want));
-      std::vector<float>& dst = is_A ? p.A : p.B;
+      std::vector<float>& dst = is_A ? A : B;
       to_f32(t.dtype, t.data, dst.data(), dst.size());
+    }
+    int64_t col = 0;
+    for (size_t i = 0; i < mod.pairs.size(); i++) {
+      LoraPair* p = const_cast<LoraPair*>(mod.pairs[i]);  // the pairs are lora's own, handed out const by peft_modules
+      std::copy(A.begin() + col * mod.in, A.begin() + (col + p->r) * mod.in, p->A.begin());
+      for (int64_t r = 0; r < p->out; r++)
+        for (int64_t a = 0; a < p->r; a++) p->B[size_t(r) * size_t(p->r) + size_t(a)] = B[size_t(mod.row0[i] + r) * size_t(R) + size_t(col + a)];
+      col += p->r;
     }
   }
 }

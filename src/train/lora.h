@@ -22,7 +22,7 @@ struct LoraConfig {
   int r = 8;
   double alpha = 16;
   double dropout = 0.05;
-  std::vector<Role> targets{Role::Q, Role::K, Role::V, Role::O, Role::Gate, Role::Up, Role::Down};
+  std::vector<Role> targets = matrix_roles();  // every projection
   uint64_t seed = 42;  // initialisation of A and the dropout masks
   double scale() const { return alpha / double(r); }
 };
@@ -32,6 +32,9 @@ struct LoraConfig {
 std::vector<Role> parse_lora_targets(const std::string& list, const std::string& flag = "--lora-targets");
 std::string lora_target_name(Role r);    // "q"
 std::string hf_module_name(Role r);      // "q_proj"
+// The PEFT target module of a role in family `a`: "q_proj" for LLaMA, "query_key_value" for
+// ChatGLM's q, k and v (one fused module), "dense_4h_to_h" for its down.
+std::string hf_module_name(const ArchDesc& a, Role r);
 
 // One adapter pair. Gradients accumulate (+=) until zero_grad().
 struct LoraPair {
@@ -69,8 +72,11 @@ class LoraAdapters : public LinearHook {
   void backward(int layer, Role r, const float* x, const float* dy, float* dx, int N, int in, int out) override;
 
   // PEFT's tensor names: base_model.model.<module>.lora_A.weight / .lora_B.weight, where
-  // <module> is the HF weight name without ".weight" (model.layers.0.self_attn.q_proj).
+  // <module> is the HF weight name without ".weight" (model.layers.0.self_attn.q_proj). A role
+  // inside a fused tensor shares its module with the other parts; its own name (used for the
+  // optimizer state) ends in ":<role>".
   std::string peft_name(const LoraPair& p, bool is_A) const;
+  const Model& model() const { return m_; }
 
  private:
   // x with the dropout mask applied (scaled by 1/(1-p)), or x itself when no dropout.
@@ -89,7 +95,10 @@ class LoraAdapters : public LinearHook {
 Model merge_lora(const Model& base, const LoraAdapters& lora);
 
 // PEFT layout: adapter_model.safetensors (fp32 lora_A / lora_B) + adapter_config.json, written
-// into `dir` (which must exist).
+// into `dir` (which must exist). The adapters of the roles of one fused tensor (ChatGLM's q, k, v
+// in query_key_value) are one PEFT module of rank r x parts: A = [A_q; A_k; A_v] and B the
+// block diagonal of B_q, B_k, B_v (zero rows for parts without an adapter), which is the same
+// update; adapter_config.json gives its rank and alpha in rank_pattern / alpha_pattern.
 void save_peft_adapter(const LoraAdapters& lora, const std::filesystem::path& dir, const std::string& base_model);
 // Reads A/B back from a PEFT adapter_model.safetensors (names and shapes must match).
 void load_lora_weights(LoraAdapters& lora, const std::filesystem::path& file);
