@@ -14,11 +14,13 @@
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "importance/activation_stats.h"
+#include "importance/block_influence.h"
 #include "importance/flap.h"
 #include "importance/importance.h"
 #include "prune/allocation.h"
 #include "prune/budget.h"
 #include "prune/compensate.h"
+#include "prune/depth.h"
 #include "prune/plan.h"
 #include "prune/surgery.h"
 #include "report/report.h"
@@ -36,7 +38,7 @@ struct PruneArgs {
   double ratio = std::nan(""), attn_ratio = std::nan(""), mlp_ratio = std::nan("");
   std::string attn_layers, mlp_layers, layers;
   bool global = false, force = false, json = false;
-  int iterative_steps = 1, round_to = 1, drop_layers = -1;
+  int iterative_steps = 1, round_to = 1, drop_layers = -1, drop_sublayers = -1, shortlist = 0;
   std::string gqa_unit = "kv-group";
   std::string calib, calib_sampling = "random", save_importance, report;
   int calib_samples = 10, calib_seq_len = 64;
@@ -50,6 +52,146 @@ struct PruneArgs {
 
 json unit_json(const Group& g, double score) {
   return {{"layer", g.layer}, {"kind", unit_kind_name(g.kind)}, {"index", g.index}, {"score", score}};
+}
+
+// pruning.json's parameter figures before / after.
+void put_param_counts(json& pj, const ParamCounts& before, const ParamCounts& after) {
+  pj["params_before"] = before.total;
+  pj["params_after"] = after.total;
+  pj["fraction_removed"] = 1.0 - double(after.total) / double(before.total);
+  pj["params_by_role_before"] = {{"embed", before.embed}, {"lm_head", before.lm_head}, {"attention", before.attention}, {"mlp", before.mlp}, {"norms", before.norms}};
+  pj["params_by_role_after"] = {{"embed", after.embed}, {"lm_head", after.lm_head}, {"attention", after.attention}, {"mlp", after.mlp}, {"norms", after.norms}};
+}
+
+// pruning.json's "layers" as the per-layer table prune prints.
+void print_layer_table(const json& layers) {
+  std::printf("\n layer  heads        kv_heads     mlp_width\n");
+  for (auto& row : layers)
+    std::printf(" %5d  %3d -> %-4d  %3d -> %-4d  %5d -> %-5d%s\n", row["layer"].get<int>(), row["heads_before"].get<int>(),
+                row["heads_after"].get<int>(), row["kv_heads_before"].get<int>(), row["kv_heads_after"].get<int>(),
+                row["mlp_before"].get<int>(), row["mlp_after"].get<int>(), row.contains("removed") ? "  (layer removed)" : "");
+}
+
+// The statistics windows (--stat-samples x --stat-seq-len of --stat-calib or --calib).
+std::vector<int32_t> statistics_windows(const PruneArgs& a, const Model& m, const std::string& what) {
+  const std::string& stat_file = a.stat_calib.empty() ? a.calib : a.stat_calib;
+  if (stat_file.empty()) throw UserError(what + " needs --calib FILE (calibration text)");
+  if (a.stat_seq_len > m.cfg.max_pos)
+    throw UserError("--stat-seq-len " + std::to_string(a.stat_seq_len) + " exceeds the model's context of " + std::to_string(m.cfg.max_pos));
+  auto tok = load_tokenizer(model_dir_of(a.model));
+  auto stream = tokenize_file_with_bos(*tok, stat_file);
+  if (int64_t(stream.size()) < int64_t(a.stat_samples) * a.stat_seq_len)
+    throw input_error(stat_file, "has " + std::to_string(stream.size()) + " tokens, fewer than --stat-samples x --stat-seq-len = " +
+                                   std::to_string(int64_t(a.stat_samples) * a.stat_seq_len));
+  CalibOptions co;
+  co.samples = a.stat_samples;
+  co.seq_len = a.stat_seq_len;
+  co.random = a.calib_sampling == "random";
+  co.seed = a.seed;
+  return calibration_windows(stream, co, stat_file);
+}
+
+// --strategy sublayer: BlockPruner's greedy removal of attention / MLP sub-blocks by calibration
+// perplexity (--importance ppl), or their one-shot ranking by Block Influence (--importance bi).
+void run_sublayer_prune(const PruneArgs& a) {
+  auto t0 = std::chrono::steady_clock::now();
+  const bool by_ppl = a.importance == "ppl";
+  const double ratio = std::isnan(a.ratio) ? 0.0 : a.ratio;
+  if (ratio == 0 && a.drop_sublayers < 0) throw UserError("nothing to prune: give --ratio (fraction of all parameters) or --drop-sublayers N");
+  if (ratio > 0 && a.drop_sublayers >= 0) throw UserError("give either --ratio or --drop-sublayers, not both");
+  if (!std::isnan(a.attn_ratio) || !std::isnan(a.mlp_ratio) || a.drop_layers >= 0)
+    throw UserError("--strategy sublayer takes --ratio or --drop-sublayers (not --attn-ratio, --mlp-ratio, --drop-layers)");
+  if (a.shortlist > 0 && !by_ppl) throw UserError("--shortlist narrows the perplexity search: it needs --importance ppl");
+  if (a.iterative_steps != 1) throw UserError("--strategy sublayer is greedy already: leave --iterative-steps 1");
+  if (a.compensate != "none") throw UserError("--compensate refits pruned o_proj/down_proj columns: it needs --strategy block");
+  Model m = Model::load(a.model);
+  const int L = m.cfg.n_layer;
+  LayerRange range = parse_layer_range(a.layers, "--layers", L);
+  if (fs::exists(a.out) && !a.force) throw UserError(a.out + ": output already exists (use --force to replace it)");
+  std::vector<int32_t> tokens = statistics_windows(a, m, "--strategy sublayer");
+  SublayerSearchOptions so;
+  so.criterion = by_ppl ? SublayerCriterion::Perplexity : SublayerCriterion::BlockInfluence;
+  so.remove = a.drop_sublayers;
+  so.param_ratio = ratio;
+  so.shortlist = a.shortlist;
+  so.candidate_layers.assign(size_t(L), 0);
+  for (int l = 0; l < L; l++) so.candidate_layers[size_t(l)] = range.contains(l, L);
+  SublayerSearch found = search_sublayers(m, tokens, a.stat_samples, a.stat_seq_len, so);
+  std::vector<Sublayer> gone;
+  json removed = json::array(), importance = json::array();
+  for (size_t k = 0; k < found.steps.size(); k++) {
+    const SublayerStep& st = found.steps[k];
+    gone.push_back(st.removed);
+    json u = {{"layer", st.removed.layer}, {"kind", sublayer_kind_name(st.removed.attention)}, {"index", 0},
+              {"step", int(k) + 1}, {"calib_ppl", st.calib_ppl}, {"score", by_ppl ? st.calib_ppl : st.bi}};
+    if (by_ppl) u["candidates_scored"] = st.evaluated;
+    removed.push_back(u);
+    for (auto& [c, ppl] : st.candidates)
+      importance.push_back({{"layer", c.layer}, {"kind", sublayer_kind_name(c.attention)}, {"index", 0}, {"step", int(k) + 1},
+                            {"score", ppl}});
+  }
+  std::vector<int> kept;
+  Model pruned = remove_sublayers(m, gone, &kept);
+  auto t_save = std::chrono::steady_clock::now();
+  AtomicDir out(a.out, a.force);
+  save_model_files(pruned, out.path(), m.storage_dtype(), model_dir_of(a.model));
+  const double save_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_save).count();
+  const ParamCounts before = count_params(m), after = count_params(pruned);
+  json layers = json::array();
+  for (int l = 0; l < L; l++) {
+    const LayerConfig& b = m.cfg.layers[size_t(l)];
+    auto it = std::find(kept.begin(), kept.end(), l);
+    const LayerConfig c = it == kept.end() ? LayerConfig{} : pruned.cfg.layers[size_t(it - kept.begin())];
+    json row = {{"layer", l}, {"heads_before", b.n_head}, {"kv_heads_before", b.n_kv_head}, {"mlp_before", b.d_ff},
+                {"heads_after", c.n_head}, {"kv_heads_after", c.n_kv_head}, {"mlp_after", c.d_ff}};
+    if (it == kept.end()) row["removed"] = true;
+    row["attn_ratio"] = b.n_head ? 1.0 - double(c.n_head) / double(b.n_head) : 0.0;
+    row["mlp_ratio"] = b.d_ff ? 1.0 - double(c.d_ff) / double(b.d_ff) : 0.0;
+    layers.push_back(row);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json pj;
+  pj["llmprune_version"] = LLMPRUNE_VERSION;
+  pj["source_model"] = a.model;
+  pj["settings"] = {{"strategy", a.strategy}, {"importance", a.importance}, {"criterion", by_ppl ? "blockpruner-ppl" : "bi"},
+                    {"ratio", ratio}, {"drop_sublayers", a.drop_sublayers}, {"shortlist", a.shortlist},
+                    {"layers", a.layers.empty() ? "0:" + std::to_string(L) : a.layers},
+                    {"stat_calib", a.stat_calib.empty() ? a.calib : a.stat_calib}, {"stat_samples", a.stat_samples},
+                    {"stat_seq_len", a.stat_seq_len}, {"calib_sampling", a.calib_sampling}, {"seed", a.seed}};
+  pj["removed"] = removed;
+  pj["layers"] = layers;
+  pj["hidden_before"] = m.cfg.hidden;
+  pj["hidden_after"] = pruned.cfg.hidden;
+  put_param_counts(pj, before, after);
+  pj["calib_ppl_before"] = found.base_ppl;
+  pj["calib_ppl_after"] = found.steps.empty() ? found.base_ppl : found.steps.back().calib_ppl;
+  pj["search_seconds"] = found.seconds;
+  pj["save_seconds"] = save_seconds;
+  pj["seconds"] = secs;
+  pj["peak_rss_bytes"] = peak_rss_bytes();
+  atomic_write_file(out.path() / "pruning.json", pj.dump(2) + "\n");
+  atomic_write_file(out.path() / "importance.json", importance.dump(1) + "\n");
+  if (!a.save_importance.empty()) atomic_write_file(a.save_importance, importance.dump(1) + "\n");
+  out.commit();
+  if (!a.report.empty()) write_report({a.out}, a.report);
+  if (a.json) {
+    std::cout << pj.dump(2) << "\n";
+    return;
+  }
+  std::printf("pruned %s -> %s (sublayer, %s)\n", a.model.c_str(), a.out.c_str(),
+              by_ppl ? "BlockPruner: greedy by calibration perplexity" : "Block Influence, one shot");
+  std::printf("\n step  removed          calib ppl%s\n", by_ppl ? "  candidates" : "  BI");
+  std::printf("    0  -             %10.4f\n", found.base_ppl);
+  for (size_t k = 0; k < found.steps.size(); k++) {
+    const SublayerStep& st = found.steps[k];
+    const std::string what = std::string("layer ") + std::to_string(st.removed.layer) + " " + sublayer_kind_name(st.removed.attention);
+    if (by_ppl) std::printf(" %4zu  %-13s %10.4f  %10d\n", k + 1, what.c_str(), st.calib_ppl, st.evaluated);
+    else std::printf(" %4zu  %-13s %10.4f  %.5f\n", k + 1, what.c_str(), st.calib_ppl, st.bi);
+  }
+  print_layer_table(layers);
+  std::printf("\nparameters %s -> %s (%.2f%% removed)\n", format_count(double(before.total)).c_str(),
+              format_count(double(after.total)).c_str(), 100.0 * (1.0 - double(after.total) / double(before.total)));
+  std::printf("time %.1fs (search %.1fs), peak memory %s\n", secs, found.seconds, human_bytes(double(peak_rss_bytes())).c_str());
 }
 
 void run_prune(const PruneArgs& a) {
@@ -70,12 +212,27 @@ void run_prune(const PruneArgs& a) {
   if (a.calib_seq_len < 2) throw UserError("--calib-seq-len must be at least 2");
   if (a.calib_sampling != "random" && a.calib_sampling != "sequential")
     throw UserError("--calib-sampling must be random or sequential");
+  if (a.shortlist < 0) throw UserError("--shortlist must be >= 0 (0 scores every candidate)");
+  if (a.drop_sublayers >= 0 && a.strategy != "sublayer") throw UserError("--drop-sublayers needs --strategy sublayer");
+  if (a.importance == "ppl" && a.strategy != "sublayer")
+    throw UserError("--importance ppl (BlockPruner's search) removes sub-blocks: use --strategy sublayer");
+  if (a.importance == "bi" && a.strategy != "layer" && a.strategy != "sublayer")
+    throw UserError("--importance bi (Block Influence) scores layers or sub-blocks: use --strategy layer or sublayer");
+  if (a.strategy == "sublayer") {
+    if (a.importance != "ppl" && a.importance != "bi")
+      throw UserError("--strategy sublayer takes --importance ppl (BlockPruner) or bi (Block Influence)");
+    if (a.stat_samples <= 0) throw UserError("--stat-samples must be positive");
+    if (a.stat_seq_len < 2) throw UserError("--stat-seq-len must be at least 2");
+    run_sublayer_prune(a);
+    return;
+  }
   ImportanceOptions io;
   const bool flap = a.importance == "flap";  // activation statistics, no gradients
+  const bool bi = a.importance == "bi";      // ShortGPT's Block Influence: one forward pass
   // flap: no gradient pass (the memory estimate counts it as a magnitude criterion).
-  io.criterion = flap ? Criterion::L1 : parse_criterion(a.importance, a.taylor);
-  const bool grads = !flap && needs_gradients(io.criterion);
-  const std::string criterion = flap ? "flap-" + a.flap_metric : criterion_name(io.criterion);
+  io.criterion = flap || bi ? Criterion::L1 : parse_criterion(a.importance, a.taylor);
+  const bool grads = !flap && !bi && needs_gradients(io.criterion);
+  const std::string criterion = flap ? "flap-" + a.flap_metric : bi ? "bi" : criterion_name(io.criterion);
   const FlapMetric flap_metric = parse_flap_metric(a.flap_metric);
   const Compensation compensation = parse_compensation(a.compensate);
   AllocationOptions alloc;
@@ -84,8 +241,8 @@ void run_prune(const PruneArgs& a) {
   if (a.stat_samples <= 0) throw UserError("--stat-samples must be positive");
   if (a.stat_seq_len < 2) throw UserError("--stat-seq-len must be at least 2");
   if (!std::isnan(a.min_ratio)) check_ratio(a.min_ratio, "--min-ratio");
-  const bool needs_stats = flap || compensation != Compensation::None;
-  if (needs_stats && a.strategy != "block")
+  const bool needs_stats = flap || bi || compensation != Compensation::None;
+  if ((flap || compensation != Compensation::None) && a.strategy != "block")
     throw UserError("--importance flap and --compensate work on heads and MLP channels: use --strategy block");
   if (alloc.allocation == Allocation::Adaptive && !flap)
     throw UserError("--allocation adaptive needs --importance flap (it compares standardized activation scores)");
@@ -151,25 +308,8 @@ void run_prune(const PruneArgs& a) {
 
   // Statistics windows (FLAP scores, compensation): --stat-samples x --stat-seq-len.
   std::vector<int32_t> stat_tokens;
-  if (needs_stats) {
-    const std::string& stat_file = a.stat_calib.empty() ? a.calib : a.stat_calib;
-    if (stat_file.empty())
-      throw UserError(std::string(flap ? "--importance flap" : "--compensate") + " needs --calib FILE (calibration text)");
-    if (a.stat_seq_len > original.cfg.max_pos)
-      throw UserError("--stat-seq-len " + std::to_string(a.stat_seq_len) + " exceeds the model's context of " +
-                      std::to_string(original.cfg.max_pos));
-    auto tok = load_tokenizer(model_dir_of(a.model));
-    auto stream = tokenize_file_with_bos(*tok, stat_file);
-    if (int64_t(stream.size()) < int64_t(a.stat_samples) * a.stat_seq_len)
-      throw input_error(stat_file, "has " + std::to_string(stream.size()) + " tokens, fewer than --stat-samples x --stat-seq-len = " +
-                                     std::to_string(int64_t(a.stat_samples) * a.stat_seq_len));
-    CalibOptions co;
-    co.samples = a.stat_samples;
-    co.seq_len = a.stat_seq_len;
-    co.random = a.calib_sampling == "random";
-    co.seed = a.seed;
-    stat_tokens = calibration_windows(stream, co, stat_file);
-  }
+  if (needs_stats)
+    stat_tokens = statistics_windows(a, original, flap ? "--importance flap" : bi ? "--importance bi" : "--compensate");
 
   std::vector<double> layer_ratio_plan;  // the per-layer ratios of log-increasing / --layer-ratios
   KeepTargets targets;
@@ -229,6 +369,12 @@ void run_prune(const PruneArgs& a) {
       imp.seconds = since(ts);
       stats_seconds += imp.seconds;
       if (alloc.allocation == Allocation::Adaptive) targets = allocation_keep_targets(current, po, alloc, groups, &fs.standardized);
+    } else if (bi) {
+      // Layer groups: the layer with the lowest Block Influence goes first.
+      BlockInfluence b = block_influence(current, stat_tokens, a.stat_samples, a.stat_seq_len);
+      for (const Group& g : groups) imp.scores.push_back(b.layer[size_t(g.index)]);
+      imp.seconds = b.seconds;
+      stats_seconds += imp.seconds;
     } else {
       imp = estimate_importance(current, groups, io, calib, a.calib_samples, a.calib_seq_len);
     }
@@ -320,6 +466,7 @@ void run_prune(const PruneArgs& a) {
                     {"calib_sampling", a.calib_sampling}, {"seed", a.seed}, {"allocation", a.allocation},
                     {"compensate", a.compensate}};
   if (flap) pj["settings"]["flap_metric"] = a.flap_metric;
+  if (bi) pj["statistics_seconds"] = stats_seconds;
   if (needs_stats) {
     pj["settings"]["stat_calib"] = a.stat_calib.empty() ? a.calib : a.stat_calib;
     pj["settings"]["stat_samples"] = a.stat_samples;
@@ -352,11 +499,7 @@ void run_prune(const PruneArgs& a) {
   pj["layers"] = layers;
   pj["hidden_before"] = original.cfg.hidden;
   pj["hidden_after"] = current.cfg.hidden;
-  pj["params_before"] = before.total;
-  pj["params_after"] = after.total;
-  pj["fraction_removed"] = 1.0 - double(after.total) / double(before.total);
-  pj["params_by_role_before"] = {{"embed", before.embed}, {"lm_head", before.lm_head}, {"attention", before.attention}, {"mlp", before.mlp}, {"norms", before.norms}};
-  pj["params_by_role_after"] = {{"embed", after.embed}, {"lm_head", after.lm_head}, {"attention", after.attention}, {"mlp", after.mlp}, {"norms", after.norms}};
+  put_param_counts(pj, before, after);
   pj["calib_loss"] = calib_loss;
   pj["seconds"] = secs;
   pj["peak_rss_bytes"] = peak_rss_bytes();
@@ -389,12 +532,7 @@ void run_prune(const PruneArgs& a) {
   }
   std::printf("pruned %s -> %s (%s, %s, reduction %s)\n", a.model.c_str(), a.out.c_str(), a.strategy.c_str(),
               criterion.c_str(), a.reduction.c_str());
-  std::printf("\n layer  heads        kv_heads     mlp_width\n");
-  for (auto& row : layers) {
-    std::printf(" %5d  %3d -> %-4d  %3d -> %-4d  %5d -> %-5d%s\n", row["layer"].get<int>(), row["heads_before"].get<int>(),
-                row["heads_after"].get<int>(), row["kv_heads_before"].get<int>(), row["kv_heads_after"].get<int>(),
-                row["mlp_before"].get<int>(), row["mlp_after"].get<int>(), row.contains("removed") ? "  (layer removed)" : "");
-  }
+  print_layer_table(layers);
   if (current.cfg.hidden != original.cfg.hidden) std::printf(" hidden %d -> %d\n", original.cfg.hidden, current.cfg.hidden);
   std::printf("\nparameters %s -> %s (%.2f%% removed)\n", format_count(double(before.total)).c_str(),
               format_count(double(after.total)).c_str(), 100.0 * (1.0 - double(after.total) / double(before.total)));
@@ -412,7 +550,9 @@ void register_prune(CLI::App& app) {
   auto a = std::make_shared<PruneArgs>();
   cmd->add_option("MODEL", a->model, "model directory or .gguf file")->required();
   cmd->add_option("--out,-o", a->out, "output model directory (written atomically)")->required();
-  cmd->add_option("--strategy", a->strategy, "block (heads + MLP channels) | channel (hidden width) | layer (whole blocks)")->capture_default_str();
+  cmd->add_option("--strategy", a->strategy,
+                  "block (heads + MLP channels) | channel (hidden width) | layer (whole blocks) | sublayer (attention / "
+                  "MLP sub-blocks)")->capture_default_str();
   cmd->add_option("--ratio", a->ratio, "fraction of units removed in each targeted layer (or of the hidden width / layers)");
   cmd->add_option("--attn-ratio", a->attn_ratio, "ratio for attention heads (block strategy)");
   cmd->add_option("--mlp-ratio", a->mlp_ratio, "ratio for MLP channels (block strategy)");
@@ -420,7 +560,13 @@ void register_prune(CLI::App& app) {
   cmd->add_option("--mlp-layers", a->mlp_layers, "layers whose MLP channels are pruned, A:B (default all)");
   cmd->add_option("--layers", a->layers, "layer strategy: candidate layers A:B (default all)");
   cmd->add_option("--drop-layers", a->drop_layers, "layer strategy: number of blocks to remove (instead of --ratio)");
-  cmd->add_option("--importance", a->importance, "random | l1 | l2 | taylor | flap (activation statistics, no gradients)")->capture_default_str();
+  cmd->add_option("--drop-sublayers", a->drop_sublayers, "sublayer strategy: number of attention / MLP sub-blocks to remove (instead of --ratio)");
+  cmd->add_option("--shortlist", a->shortlist,
+                  "sublayer + ppl: score only the K candidates of lowest Block Influence per step (0: all, as BlockPruner)")
+      ->capture_default_str();
+  cmd->add_option("--importance", a->importance,
+                  "random | l1 | l2 | taylor | flap (activation statistics, no gradients) | bi (Block Influence: layer, "
+                  "sublayer) | ppl (BlockPruner's greedy search: sublayer)")->capture_default_str();
   cmd->add_option("--flap-metric", a->flap_metric, "flap: wifv (Var(x_j)·|W[:,j]|²) | ifv (Var(x_j)) | wifn (mean|W[:,j]|·rms(x_j))")->capture_default_str();
   cmd->add_option("--allocation", a->allocation,
                   "per-layer ratios: uniform | global (rank across layers) | adaptive (flap: one threshold on standardized "
@@ -429,7 +575,9 @@ void register_prune(CLI::App& app) {
   cmd->add_option("--min-ratio", a->min_ratio, "log-increasing: the first layer's ratio (default 0.3 x --ratio)");
   cmd->add_option("--compensate", a->compensate, "refit o_proj/down_proj after pruning: none | bias | lstsq | bias+lstsq")->capture_default_str();
   cmd->add_option("--damping", a->damping, "lstsq: damping relative to the mean diagonal of the Gram matrix")->capture_default_str();
-  cmd->add_option("--stat-samples", a->stat_samples, "calibration windows of the activation statistics (flap, --compensate)")->capture_default_str();
+  cmd->add_option("--stat-samples", a->stat_samples,
+                  "calibration windows of the activation statistics (flap, --compensate; bi and ppl: 64 unless given)")
+      ->capture_default_str();
   cmd->add_option("--stat-seq-len", a->stat_seq_len, "tokens per statistics window")->capture_default_str();
   cmd->add_option("--stat-calib", a->stat_calib, "text of the statistics windows (default: --calib)");
   cmd->add_option("--taylor", a->taylor, "vector | element1 | element2 | fisher")->capture_default_str();
@@ -454,7 +602,11 @@ void register_prune(CLI::App& app) {
   cmd->add_option("--report", a->report, "also write the HTML report of this run (llmprune report) to FILE");
   cmd->add_flag("--force", a->force, "replace --out if it exists");
   cmd->add_flag("--json", a->json, "print pruning.json to stdout instead of the table");
-  cmd->callback([a] { run_prune(*a); });
+  cmd->callback([a, cmd] {
+    // Depth pruning runs the model over its windows many times: BlockPruner's 64 windows by default.
+    if (!cmd->count("--stat-samples") && (a->importance == "bi" || a->importance == "ppl")) a->stat_samples = 64;
+    run_prune(*a);
+  });
 }
 
 AutoRegister reg(register_prune);
