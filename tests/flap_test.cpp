@@ -26,14 +26,6 @@
 namespace llmprune {
 namespace {
 
-std::vector<int32_t> random_tokens(int n, int vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> d(0, vocab - 1);
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (auto& x : t) x = d(rng);
-  return t;
-}
-
 // Solves A x = b (n x n, row-major) by Gaussian elimination with partial pivoting, in double.
 std::vector<double> solve(std::vector<double> A, std::vector<double> b, int n) {
   for (int c = 0; c < n; c++) {
@@ -61,7 +53,7 @@ TEST(FlapStats, WelfordGramAndMetricsMatchADirectComputation) {
   auto spec = test::RandomModelSpec::uniform(2, 4, 2, 24);
   Model m = test::make_random_model(spec);
   const int S = 5, T = 7, N = S * T, C = m.cfg.hidden;
-  auto tokens = random_tokens(N, m.cfg.vocab, 3);
+  auto tokens = test::random_tokens(N, m.cfg.vocab, 3);
   ActivationStatsOptions opt;
   opt.chunk_windows = 2;  // 2 + 2 + 1 windows: the chunk merge is exercised
   auto stats = collect_activation_stats(m, tokens, S, T, opt);
@@ -120,7 +112,7 @@ TEST(FlapStats, WelfordGramAndMetricsMatchADirectComputation) {
 TEST(FlapScores, GqaKvGroupAggregatesAllItsQueryHeads) {
   auto spec = test::RandomModelSpec::uniform(2, 6, 2, 16);
   Model m = test::make_random_model(spec);
-  auto tokens = random_tokens(4 * 9, m.cfg.vocab, 5);
+  auto tokens = test::random_tokens(4 * 9, m.cfg.vocab, 5);
   auto stats = collect_activation_stats(m, tokens, 4, 9);
   GroupOptions go;
   go.mlp = false;
@@ -287,7 +279,7 @@ TEST(Compensation, LeastSquaresReachesTheNormalEquationsOptimum) {
 TEST(Compensation, PipelineLowersEveryPrunedModulesError) {
   auto spec = test::RandomModelSpec::uniform(2, 4, 2, 24);
   Model m = test::make_random_model(spec);
-  auto tokens = random_tokens(8 * 16, m.cfg.vocab, 21);
+  auto tokens = test::random_tokens(8 * 16, m.cfg.vocab, 21);
   PlanOptions po;
   po.attn_ratio = po.mlp_ratio = 0.5;
   auto groups = discover_groups(m, plan_group_options(po));
@@ -366,7 +358,7 @@ TEST(Compensation, BiasModeKeepsTheMeanOutputOnTheModel) {
   spec.attention_bias = spec.mlp_bias = true;
   Model m = test::make_random_model(spec);
   const int S = 6, T = 16;
-  auto tokens = random_tokens(S * T, m.cfg.vocab, 5);
+  auto tokens = test::random_tokens(S * T, m.cfg.vocab, 5);
   auto groups = discover_groups(m, GroupOptions{});
   for (auto [kind, role] : {std::pair{UnitKind::KvGroup, Role::O}, std::pair{UnitKind::Mlp, Role::Down}}) {
     std::vector<Group> removed;
@@ -409,7 +401,7 @@ TEST(Compensation, BiasModeKeepsTheMeanOutputOnTheModel) {
   auto cfg = nlohmann::json::parse(in);
   EXPECT_EQ(cfg["attention_bias"], true);
   EXPECT_EQ(cfg["mlp_bias"], true);
-  auto ids = random_tokens(12, plain.cfg.vocab, 9);
+  auto ids = test::random_tokens(12, plain.cfg.vocab, 9);
   auto logits = [&](const Model& x) {
     std::vector<float> out(ids.size() * size_t(x.cfg.vocab));
     Runner(x).forward(ids.data(), 1, int(ids.size()), out.data());

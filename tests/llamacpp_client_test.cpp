@@ -1,6 +1,7 @@
 // llama.cpp as a real client of our GGUF exports: node-llama-cpp 3.21.1 (tools/llamacpp, with its
 // prebuilt CPU llama.cpp, installed by scripts/install-llamacpp.sh) loads each exported model —
-// uniform `llama` and ragged `deci`, f32 and bf16, with and without q/k/v biases and with every bias (attention_bias + mlp_bias) — and must agree
+// uniform `llama` and ragged `deci`, f32 and bf16, with and without q/k/v biases and with every bias (attention_bias + mlp_bias),
+// depth-pruned (layers without attention or without MLP) — and must agree
 // with llmprune on tokenisation, greedy generation (`llmprune generate --temperature 0` on the
 // same .gguf) and next-token log-probabilities. docs/export.md, "Checked against llama.cpp".
 #include <gtest/gtest.h>
@@ -19,6 +20,7 @@
 #include "model/generate.h"
 #include "model/gguf_model.h"
 #include "model/model.h"
+#include "prune/depth.h"
 #include "prune/surgery.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -88,6 +90,14 @@ Model pruned_fixture(const Model& m) {
   return p;
 }
 
+// Depth pruning (prune/depth.h): layers 1 and 3 without attention, layer 4 gone. (A layer with
+// attention and no MLP is refused by the export: llama.cpp runs it as the identity.)
+Model depth_pruned_fixture(const Model& m) {
+  Model p = remove_sublayers(m, {{1, true}, {3, true}, {4, true}, {4, false}});
+  p.dir = m.dir;
+  return p;
+}
+
 struct Case {
   std::string name;
   Model model;
@@ -131,6 +141,9 @@ TEST(LlamaCppClient, NodeLlamaCppAgreesWithLlmprune) {
   // attention_bias + mlp_bias: bo and the three ffn biases too, uniform and pruned.
   cases.push_back({"all-bias-f32", with_qkv_biases(mha, 13, true), DType::F32, "llama"});
   cases.push_back({"pruned-all-bias-f32", with_qkv_biases(pruned, 17, true), DType::F32, "deci"});
+  // Attention-free and MLP-free layers: deci's head_count 0 / feed_forward_length 0.
+  cases.push_back({"depth-f32", depth_pruned_fixture(mha), DType::F32, "deci"});
+  cases.push_back({"depth-bf16", depth_pruned_fixture(Model::load(test::fixture_model("kjv-llama-gqa-tied"))), DType::BF16, "deci"});
 
   auto tok = load_tokenizer(mha_dir);  // every case shares the fixture SentencePiece tokenizer
   const std::string prompt = "In the beginning God";

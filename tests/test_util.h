@@ -37,6 +37,15 @@ struct CmdResult {
 // Runs `llmprune <args>` through the shell; captures stdout and stderr.
 CmdResult run_cli(const std::string& args);
 
+// n token ids uniform in [0, vocab).
+inline std::vector<int32_t> random_tokens(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> d(0, vocab - 1);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = d(rng);
+  return t;
+}
+
 inline std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> d(0.0f, scale);

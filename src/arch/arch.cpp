@@ -224,6 +224,14 @@ const std::vector<Role>& matrix_roles() {
   return roles;
 }
 
+bool is_attention_role(Role r) {
+  switch (r) {
+    case Role::AttnNorm: case Role::Q: case Role::QBias: case Role::K: case Role::KBias: case Role::V: case Role::VBias:
+    case Role::O: case Role::OBias: return true;
+    default: return false;
+  }
+}
+
 bool is_matrix_role(Role r) {
   const auto& m = matrix_roles();
   return std::find(m.begin(), m.end(), r) != m.end();

@@ -151,6 +151,9 @@ bool role_from_short_name(const std::string& s, Role* out);
 // Weight-matrix roles (projections), in execution order; the same in every family.
 const std::vector<Role>& matrix_roles();
 bool is_matrix_role(Role r);
+// Whether role r belongs to a layer's attention sub-block (its norm, q/k/v/o and their biases);
+// every other layer role belongs to the MLP sub-block. A depth-pruned layer may lack either.
+bool is_attention_role(Role r);
 // The bias role of projection `matrix` in table a (Role::Count when the table has none).
 Role bias_role_of(const ArchDesc& a, Role matrix);
 

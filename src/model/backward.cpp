@@ -190,56 +190,63 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
     };
     // MLP: x_out = x_mid + down(silu(gate(xn2)) * up(xn2))
     dmid = dx;
-    dh.assign(size_t(N) * F, 0.0f);
-    k::linear_backward(dh.data(), nullptr, nullptr, dx.data(), acts.h.data(), w[Role::Down], N, F, C);
-    lin_grad(Role::Down, dx.data(), acts.h.data(), F, C, dh.data());
-    bias_grad(Role::DownBias, dx.data(), C);
-    dgate.assign(size_t(N) * F, 0.0f);
-    dup.assign(size_t(N) * F, 0.0f);
-    k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
-    dxn2.assign(size_t(N) * C, 0.0f);
-    k::linear_backward(dxn2.data(), nullptr, nullptr, dgate.data(), acts.xn2.data(), w[Role::Gate], N, C, F);
-    k::linear_backward(dxn2.data(), nullptr, nullptr, dup.data(), acts.xn2.data(), w[Role::Up], N, C, F);
-    lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
-    lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F, dxn2.data());
-    bias_grad(Role::GateBias, dgate.data(), F);
-    bias_grad(Role::UpBias, dup.data(), F);
-    k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
-    if (wg) accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-      k::rmsnorm_backward(nullptr, dst, dxn2.data() + size_t(r0) * C, acts.x_mid.data() + size_t(r0) * C, w[Role::MlpNorm],
-                          acts.rstd2.data() + r0, rows, C);
-    });
-    // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1)))
-    datt.assign(size_t(N) * QD, 0.0f);
-    k::linear_backward(datt.data(), nullptr, nullptr, dmid.data(), acts.att.data(), w[Role::O], N, QD, C);
-    lin_grad(Role::O, dmid.data(), acts.att.data(), QD, C, datt.data());
-    bias_grad(Role::OBias, dmid.data(), C);
-    dq.assign(size_t(N) * QD, 0.0f);
-    dk.assign(size_t(N) * KD, 0.0f);
-    dv.assign(size_t(N) * KD, 0.0f);
-    k::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), acts.q.data(), acts.k.data(), acts.v.data(),
-                          acts.probs.data(), B, T, H, KVH, D);
-    // positions 0..T-1 in every sequence
-    std::vector<int32_t> pos(static_cast<size_t>(N));
-    for (int n = 0; n < N; n++) pos[size_t(n)] = n % T;
-    rope.apply(dq.data(), pos.data(), N, H, true);
-    rope.apply(dk.data(), pos.data(), N, KVH, true);
-    dxn1.assign(size_t(N) * C, 0.0f);
-    k::linear_backward(dxn1.data(), nullptr, nullptr, dq.data(), acts.xn1.data(), w[Role::Q], N, C, QD);
-    k::linear_backward(dxn1.data(), nullptr, nullptr, dk.data(), acts.xn1.data(), w[Role::K], N, C, KD);
-    k::linear_backward(dxn1.data(), nullptr, nullptr, dv.data(), acts.xn1.data(), w[Role::V], N, C, KD);
-    lin_grad(Role::Q, dq.data(), acts.xn1.data(), C, QD, dxn1.data());
-    lin_grad(Role::K, dk.data(), acts.xn1.data(), C, KD, dxn1.data());
-    lin_grad(Role::V, dv.data(), acts.xn1.data(), C, KD, dxn1.data());
-    bias_grad(Role::QBias, dq.data(), QD);
-    bias_grad(Role::KBias, dk.data(), KD);
-    bias_grad(Role::VBias, dv.data(), KD);
-    dx = dmid;
-    k::rmsnorm_backward(dx.data(), nullptr, dxn1.data(), x_in, w[Role::AttnNorm], acts.rstd1.data(), N, C);
-    if (wg) accumulate_grad(gs[size_t(Role::AttnNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-      k::rmsnorm_backward(nullptr, dst, dxn1.data() + size_t(r0) * C, x_in + size_t(r0) * C, w[Role::AttnNorm],
-                          acts.rstd1.data() + r0, rows, C);
-    });
+    // A removed sub-block (depth pruning) passes the gradient straight through.
+    if (runner.has_mlp(l)) {
+      dh.assign(size_t(N) * F, 0.0f);
+      k::linear_backward(dh.data(), nullptr, nullptr, dx.data(), acts.h.data(), w[Role::Down], N, F, C);
+      lin_grad(Role::Down, dx.data(), acts.h.data(), F, C, dh.data());
+      bias_grad(Role::DownBias, dx.data(), C);
+      dgate.assign(size_t(N) * F, 0.0f);
+      dup.assign(size_t(N) * F, 0.0f);
+      k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
+      dxn2.assign(size_t(N) * C, 0.0f);
+      k::linear_backward(dxn2.data(), nullptr, nullptr, dgate.data(), acts.xn2.data(), w[Role::Gate], N, C, F);
+      k::linear_backward(dxn2.data(), nullptr, nullptr, dup.data(), acts.xn2.data(), w[Role::Up], N, C, F);
+      lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
+      lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F, dxn2.data());
+      bias_grad(Role::GateBias, dgate.data(), F);
+      bias_grad(Role::UpBias, dup.data(), F);
+      k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
+      if (wg) accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+        k::rmsnorm_backward(nullptr, dst, dxn2.data() + size_t(r0) * C, acts.x_mid.data() + size_t(r0) * C, w[Role::MlpNorm],
+                            acts.rstd2.data() + r0, rows, C);
+      });
+    }
+    if (runner.has_attention(l)) {
+      // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1)))
+      datt.assign(size_t(N) * QD, 0.0f);
+      k::linear_backward(datt.data(), nullptr, nullptr, dmid.data(), acts.att.data(), w[Role::O], N, QD, C);
+      lin_grad(Role::O, dmid.data(), acts.att.data(), QD, C, datt.data());
+      bias_grad(Role::OBias, dmid.data(), C);
+      dq.assign(size_t(N) * QD, 0.0f);
+      dk.assign(size_t(N) * KD, 0.0f);
+      dv.assign(size_t(N) * KD, 0.0f);
+      k::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), acts.q.data(), acts.k.data(), acts.v.data(),
+                            acts.probs.data(), B, T, H, KVH, D);
+      // positions 0..T-1 in every sequence
+      std::vector<int32_t> pos(static_cast<size_t>(N));
+      for (int n = 0; n < N; n++) pos[size_t(n)] = n % T;
+      rope.apply(dq.data(), pos.data(), N, H, true);
+      rope.apply(dk.data(), pos.data(), N, KVH, true);
+      dxn1.assign(size_t(N) * C, 0.0f);
+      k::linear_backward(dxn1.data(), nullptr, nullptr, dq.data(), acts.xn1.data(), w[Role::Q], N, C, QD);
+      k::linear_backward(dxn1.data(), nullptr, nullptr, dk.data(), acts.xn1.data(), w[Role::K], N, C, KD);
+      k::linear_backward(dxn1.data(), nullptr, nullptr, dv.data(), acts.xn1.data(), w[Role::V], N, C, KD);
+      lin_grad(Role::Q, dq.data(), acts.xn1.data(), C, QD, dxn1.data());
+      lin_grad(Role::K, dk.data(), acts.xn1.data(), C, KD, dxn1.data());
+      lin_grad(Role::V, dv.data(), acts.xn1.data(), C, KD, dxn1.data());
+      bias_grad(Role::QBias, dq.data(), QD);
+      bias_grad(Role::KBias, dk.data(), KD);
+      bias_grad(Role::VBias, dv.data(), KD);
+      dx = dmid;
+      k::rmsnorm_backward(dx.data(), nullptr, dxn1.data(), x_in, w[Role::AttnNorm], acts.rstd1.data(), N, C);
+      if (wg) accumulate_grad(gs[size_t(Role::AttnNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+        k::rmsnorm_backward(nullptr, dst, dxn1.data() + size_t(r0) * C, x_in + size_t(r0) * C, w[Role::AttnNorm],
+                            acts.rstd1.data() + r0, rows, C);
+      });
+    } else {
+      dx = dmid;
+    }
     for (auto& st : gs) {
       // Inf / NaN have an all-ones exponent; an integer OR over the bits vectorises.
       uint32_t bad = 0;

@@ -148,8 +148,18 @@ ModelConfig ModelConfig::load(const std::filesystem::path& path) {
 
 bool ModelConfig::uniform() const {
   for (auto& l : layers)
-    if (!(l == layers.front())) return false;
+    if (!(l == layers.front()) || !l.has_attention() || !l.has_mlp()) return false;
   return true;
+}
+
+bool ModelConfig::states_removed(int layer, bool attention) const {
+  auto it = raw.find("llmprune_layers");
+  if (it == raw.end() || !it->is_array() || layer < 0 || size_t(layer) >= it->size()) return false;
+  const json& entry = (*it)[size_t(layer)];
+  if (!entry.is_object()) return false;
+  const ConfigKeys& keys = arch_for_model_type(model_type, "config.json").keys;
+  const char* key = attention ? keys.n_head.front() : keys.d_ff.front();
+  return entry.contains(key) && entry[key].is_number_integer() && entry[key].get<int64_t>() == 0;
 }
 
 json ModelConfig::to_json() const {

@@ -15,6 +15,9 @@ struct LayerConfig {
   int d_ff = 0;       // MLP width
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_kv_head * head_dim; }
+  // Depth pruning removes whole sub-blocks: no attention (0 heads) or no MLP (width 0).
+  bool has_attention() const { return n_head > 0; }
+  bool has_mlp() const { return d_ff > 0; }
   bool operator==(const LayerConfig&) const = default;
 };
 
@@ -35,7 +38,11 @@ struct ModelConfig {
   std::vector<LayerConfig> layers;  // filled from the tensor shapes
   nlohmann::json raw;               // config.json as read (kept for saving)
 
-  bool uniform() const;  // all layers equal (HF can load it without extra keys)
+  // All layers equal, each with attention and MLP (HF can load it without extra keys).
+  bool uniform() const;
+  // Whether config.json's llmprune_layers states 0 heads (attention) / 0 MLP width for layer l:
+  // the loader then accepts that sub-block's tensors being absent.
+  bool states_removed(int layer, bool attention) const;
   // Reads config.json; throws UserError naming the file and field on bad/unsupported values.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& file);
   static ModelConfig load(const std::filesystem::path& config_json);

@@ -146,43 +146,48 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
     for (int t = 0; t < T; t++) pos_[size_t(b) * T + t] = pos0 + t;
 
   const float eps = float(m_.cfg.rms_eps);
-  k::rmsnorm_forward(a.xn1.data(), a.rstd1.data(), x, w[Role::AttnNorm], N, C, eps);
-  project(w, Role::Q, Role::QBias, a.q.data(), a.xn1.data(), N, C, QD);
-  project(w, Role::K, Role::KBias, a.k.data(), a.xn1.data(), N, C, KD);
-  project(w, Role::V, Role::VBias, a.v.data(), a.xn1.data(), N, C, KD);
-  if (hook_) {
-    hook_->forward(l, Role::Q, a.xn1.data(), a.q.data(), N, C, QD);
-    hook_->forward(l, Role::K, a.xn1.data(), a.k.data(), N, C, KD);
-    hook_->forward(l, Role::V, a.xn1.data(), a.v.data(), N, C, KD);
-  }
-  rope_.apply(a.q.data(), pos_.data(), N, H, false);
-  rope_.apply(a.k.data(), pos_.data(), N, KVH, false);
-  if (cache) {
-    // Append this step's K/V at positions pos0.., then attend over the whole cache.
-    float* ck = cache->k[size_t(l)].data();
-    float* cv = cache->v[size_t(l)].data();
-    for (int b = 0; b < B; b++)
-      for (int t = 0; t < T; t++) {
-        size_t dst = (size_t(b) * cache->max_T + pos0 + t) * KD, src = (size_t(b) * T + t) * KD;
-        std::memcpy(ck + dst, a.k.data() + src, sizeof(float) * KD);
-        std::memcpy(cv + dst, a.v.data() + src, sizeof(float) * KD);
-      }
-    // k/v rows of sequence b start at b*max_T; view them as [B, max_T, KD] with Tk = pos0+T.
-    // attention_forward indexes sequences with stride Tk*kv_stride, so run per sequence.
-    for (int b = 0; b < B; b++)
-      k::attention_forward(a.att.data() + size_t(b) * T * QD, nullptr, a.q.data() + size_t(b) * T * QD,
-                           ck + size_t(b) * cache->max_T * KD, cv + size_t(b) * cache->max_T * KD, 1, T, pos0 + T, pos0,
+  // A removed sub-block (0 heads / 0 MLP width, or masked by skip_sublayers) adds nothing to
+  // the residual stream: BlockPruner's MaskedLlamaDecoderLayer skips the norm with it.
+  if (has_attention(l)) {
+    k::rmsnorm_forward(a.xn1.data(), a.rstd1.data(), x, w[Role::AttnNorm], N, C, eps);
+    project(w, Role::Q, Role::QBias, a.q.data(), a.xn1.data(), N, C, QD);
+    project(w, Role::K, Role::KBias, a.k.data(), a.xn1.data(), N, C, KD);
+    project(w, Role::V, Role::VBias, a.v.data(), a.xn1.data(), N, C, KD);
+    if (hook_) {
+      hook_->forward(l, Role::Q, a.xn1.data(), a.q.data(), N, C, QD);
+      hook_->forward(l, Role::K, a.xn1.data(), a.k.data(), N, C, KD);
+      hook_->forward(l, Role::V, a.xn1.data(), a.v.data(), N, C, KD);
+    }
+    rope_.apply(a.q.data(), pos_.data(), N, H, false);
+    rope_.apply(a.k.data(), pos_.data(), N, KVH, false);
+    if (cache) {
+      // Append this step's K/V at positions pos0.., then attend over the whole cache.
+      float* ck = cache->k[size_t(l)].data();
+      float* cv = cache->v[size_t(l)].data();
+      for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+          size_t dst = (size_t(b) * cache->max_T + pos0 + t) * KD, src = (size_t(b) * T + t) * KD;
+          std::memcpy(ck + dst, a.k.data() + src, sizeof(float) * KD);
+          std::memcpy(cv + dst, a.v.data() + src, sizeof(float) * KD);
+        }
+      // k/v rows of sequence b start at b*max_T; view them as [B, max_T, KD] with Tk = pos0+T.
+      // attention_forward indexes sequences with stride Tk*kv_stride, so run per sequence.
+      for (int b = 0; b < B; b++)
+        k::attention_forward(a.att.data() + size_t(b) * T * QD, nullptr, a.q.data() + size_t(b) * T * QD,
+                             ck + size_t(b) * cache->max_T * KD, cv + size_t(b) * cache->max_T * KD, 1, T, pos0 + T, pos0,
+                             H, KVH, D, KD);
+    } else {
+      k::attention_forward(a.att.data(), acts ? a.probs.data() : nullptr, a.q.data(), a.k.data(), a.v.data(), B, T, T, 0,
                            H, KVH, D, KD);
-  } else {
-    k::attention_forward(a.att.data(), acts ? a.probs.data() : nullptr, a.q.data(), a.k.data(), a.v.data(), B, T, T, 0,
-                         H, KVH, D, KD);
+    }
+    // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
+    std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
+    project(w, Role::O, Role::OBias, proj.data(), a.att.data(), N, QD, C);
+    if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
+    for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
   }
-  // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
-  std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
-  project(w, Role::O, Role::OBias, proj.data(), a.att.data(), N, QD, C);
-  if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
-  for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
   if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
+  if (!has_mlp(l)) return;
 
   k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
   project(w, Role::Gate, Role::GateBias, a.gate.data(), a.xn2.data(), N, C, F);
@@ -198,6 +203,14 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   project(w, Role::Down, Role::DownBias, out.data(), a.h.data(), N, F, C);
   if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
   for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
+}
+
+bool Runner::has_attention(int l) const {
+  return m_.cfg.layers[size_t(l)].has_attention() && !(size_t(l) < skip_attn_.size() && skip_attn_[size_t(l)]);
+}
+
+bool Runner::has_mlp(int l) const {
+  return m_.cfg.layers[size_t(l)].has_mlp() && !(size_t(l) < skip_mlp_.size() && skip_mlp_[size_t(l)]);
 }
 
 void Runner::head(const float* x, int N, float* xn, float* rstd, float* logits) {

@@ -91,6 +91,15 @@ class Runner {
   void layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts);
   // Final norm into xn[N,C] (rstd [N] optional), then logits[N,V] (ld V).
   void head(const float* x, int N, float* xn, float* rstd, float* logits);
+  // Masks whole sub-blocks as if removed (depth-pruning search): layer l runs no attention when
+  // attn[l] != 0 and no MLP when mlp[l] != 0 (missing entries: run). Empty vectors: no mask.
+  void skip_sublayers(std::vector<uint8_t> attn, std::vector<uint8_t> mlp) {
+    skip_attn_ = std::move(attn);
+    skip_mlp_ = std::move(mlp);
+  }
+  // Whether layer l runs its attention / MLP: present in the model and not masked.
+  bool has_attention(int l) const;
+  bool has_mlp(int l) const;
   const RopeTables& rope() const { return rope_; }
   void set_hook(LinearHook* h) { hook_ = h; }
   LinearHook* hook() const { return hook_; }
@@ -103,6 +112,7 @@ class Runner {
   // out[N, O] = inp[N, C] . W^T (+ bias) for projection role r of w, as w was loaded.
   void project(const LayerF32& w, Role r, Role bias, float* out, const float* inp, int N, int C, int O) const;
   LinearHook* hook_ = nullptr;
+  std::vector<uint8_t> skip_attn_, skip_mlp_;
   int small_m_max_ = kernels::kSmallMMax;
   const Model& m_;
   RopeTables rope_;

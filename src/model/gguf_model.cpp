@@ -337,6 +337,13 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
         throw input_error(where, "layer " + std::to_string(l) + ": llama.cpp's " + arch.gguf_arch + " architecture has no " +
                                      role_desc(arch, Role(r)).name + " ('" + layer_tensor_name(arch, Role(r), int(l)) +
                                      "', e.g. from --compensate bias); export it with --hf");
+  // llama.cpp's deci graph runs a layer with head_count 0 as attention-free (the residual passes
+  // to its MLP), but one with feed_forward_length 0 as the identity: its `n_ff == 0` branch
+  // continues before the attention output is added to the residual stream.
+  for (size_t l = 0; l < m.layers.size(); l++)
+    if (c.layers[l].has_attention() && !c.layers[l].has_mlp())
+      throw input_error(where, "layer " + std::to_string(l) + " has attention but no MLP, which llama.cpp's deci graph runs as the identity "
+                               "(it drops the attention output with the MLP); export it with --hf, or remove that layer's attention too");
   ArchKeys K{ragged ? "deci" : arch.gguf_arch};
   // q/k/v biases of any size: llama.cpp sizes attn_q.bias by the q projection (n_head * head_dim,
   // create_tensor_qkv) in the release node-llama-cpp 3.21.1 carries; b5981 sized it by n_embd.
@@ -534,13 +541,22 @@ Model load_gguf_model(const fs::path& file) {
   auto heads = layer_values(f, K.k("attention.head_count"), L, true, 0);
   auto kv_heads = f.find(K.k("attention.head_count_kv")) ? layer_values(f, K.k("attention.head_count_kv"), L, true, 0) : heads;
   auto ff = layer_values(f, K.k("feed_forward_length"), L, true, 0);
+  // head_count 0 with head_count_kv 0 is an attention-free layer and feed_forward_length 0 an
+  // MLP-free one (deci, as depth pruning writes them); query heads without KV heads are deci's
+  // "linear attention" (a bare o_proj), which llmprune does not run.
+  bool removed_sublayers = false;
+  int64_t max_heads = 0, max_kv = 0, max_ff = 0;
   for (size_t l = 0; l < L; l++) {
-    if (heads[l] <= 0 || kv_heads[l] <= 0)
-      throw input_error(src, "layer " + std::to_string(l) + " has no attention (" + K.k("attention.head_count") +
-                                 "/head_count_kv 0: a Nemotron-style attention-free or linear layer), which llmprune cannot run");
-    if (ff[l] <= 0) throw input_error(src, "layer " + std::to_string(l) + " has no MLP (" + K.k("feed_forward_length") + " 0), which llmprune cannot run");
+    if ((heads[l] <= 0) != (kv_heads[l] <= 0))
+      throw input_error(src, "layer " + std::to_string(l) + " has " + std::to_string(heads[l]) + " query heads and " +
+                                 std::to_string(kv_heads[l]) + " KV heads (a Nemotron-style linear-attention layer), which llmprune cannot run");
+    removed_sublayers |= heads[l] <= 0 || ff[l] <= 0;
+    max_heads = std::max(max_heads, heads[l]);
+    max_kv = std::max(max_kv, kv_heads[l]);
+    max_ff = std::max(max_ff, ff[l]);
   }
-  int64_t head_dim = f.find(K.k("attention.key_length")) ? int64_t(f.get_uint(K.k("attention.key_length"))) : hidden / heads[0];
+  if (max_heads <= 0) throw input_error(src, "no layer has attention (" + K.k("attention.head_count") + " is 0 everywhere)");
+  int64_t head_dim = f.find(K.k("attention.key_length")) ? int64_t(f.get_uint(K.k("attention.key_length"))) : hidden / max_heads;
   if (f.find(K.k("attention.value_length")) && int64_t(f.get_uint(K.k("attention.value_length"))) != head_dim)
     throw input_error(src, "key '" + K.k("attention.value_length") + "' differs from the key length; llmprune needs equal q/k/v head sizes");
   if (f.find(K.k("rope.dimension_count")) && int64_t(f.get_uint(K.k("rope.dimension_count"))) != head_dim)
@@ -560,15 +576,21 @@ Model load_gguf_model(const fs::path& file) {
             {"hidden_size", hidden},
             {"num_hidden_layers", n_layer},
             {"vocab_size", vocab},
-            {"num_attention_heads", heads[0]},
-            {"num_key_value_heads", kv_heads[0]},
+            {"num_attention_heads", removed_sublayers ? max_heads : heads[0]},
+            {"num_key_value_heads", removed_sublayers ? max_kv : kv_heads[0]},
             {"head_dim", head_dim},
-            {"intermediate_size", ff[0]},
+            {"intermediate_size", removed_sublayers ? max_ff : ff[0]},
             {"max_position_embeddings", f.find(K.k("context_length")) ? int64_t(f.get_uint(K.k("context_length"))) : 2048},
             {"rms_norm_eps", f32_to_decimal(float(f.get_float(K.k("attention.layer_norm_rms_epsilon"))))},
             {"rope_theta", f.find(K.k("rope.freq_base")) ? f32_to_decimal(float(f.get_float(K.k("rope.freq_base")))) : 10000.0},
             {"hidden_act", "silu"},
             {"tie_word_embeddings", f.find_tensor("output.weight") == nullptr}};
+  if (removed_sublayers) {  // what the safetensors config states for layers without a sub-block
+    json layers = json::array();
+    for (size_t l = 0; l < L; l++)
+      layers.push_back({{"num_attention_heads", heads[l]}, {"num_key_value_heads", kv_heads[l]}, {"intermediate_size", ff[l]}});
+    j["llmprune_layers"] = layers;
+  }
   if (f.find("tokenizer.ggml.bos_token_id")) j["bos_token_id"] = f.get_uint("tokenizer.ggml.bos_token_id");
   if (f.find("tokenizer.ggml.eos_token_id")) j["eos_token_id"] = f.get_uint("tokenizer.ggml.eos_token_id");
   if (const Value* st = f.find(K.k("rope.scaling.type"))) {
@@ -604,6 +626,7 @@ Model load_gguf_model(const fs::path& file) {
   // GGUF name -> (HF name, needs the rope un-permutation).
   const ArchDesc& a = arch_for_model_type("llama", src);
   std::map<std::string, std::pair<std::string, bool>> names;
+  std::set<std::string> removed_names;  // tensors of a layer's removed sub-block
   for (int g = 0; g < kNumGlobalRoles; g++) names[std::string(a.global[size_t(g)].gguf) + ".weight"] = {a.global[size_t(g)].pattern, false};
   for (int l = 0; l < n_layer; l++)
     for (int r = 0; r < kNumLayerRoles; r++) {
@@ -611,11 +634,12 @@ Model load_gguf_model(const fs::path& file) {
       char buf[128];
       std::snprintf(buf, sizeof buf, d.gguf, l);
       names[std::string(buf) + (d.is_bias ? ".bias" : ".weight")] = {layer_tensor_name(a, Role(r), l), is_rope_role(Role(r))};
+      if (is_attention_role(Role(r)) ? heads[size_t(l)] <= 0 : ff[size_t(l)] <= 0) removed_names.insert(std::string(buf) + (d.is_bias ? ".bias" : ".weight"));
     }
 
   for (const auto& [gname, hf] : names) {
     const bool optional = hf.first == a.global[size_t(GlobalRole::LmHead)].pattern ||
-                          hf.first.find(".bias") != std::string::npos;
+                          hf.first.find(".bias") != std::string::npos || removed_names.count(gname);
     if (!optional && !f.find_tensor(gname)) throw input_error(src, "missing tensor '" + gname + "'");
   }
   std::map<std::string, Tensor> tensors;

@@ -44,9 +44,10 @@ namespace {
 
 // Splits every fused tensor of `a` in `tensors` into row views named as its roles
 // (layer_tensor_name), so that the per-role loader below never sees a fused layout.
-void split_fused_tensors(const ArchDesc& a, int n_layer, std::map<std::string, Tensor>& tensors, const std::string& source) {
+void split_fused_tensors(const ArchDesc& a, const ModelConfig& cfg, std::map<std::string, Tensor>& tensors,
+                         const std::string& source) {
   if (a.fused.empty()) return;
-  for (int l = 0; l < n_layer; l++) {
+  for (int l = 0; l < cfg.n_layer; l++) {
     // Sizes of this layer's index spaces as stated by its stand-alone tensors.
     std::map<Space, int64_t> space_size;
     for (int r = 0; r < kNumLayerRoles; r++) {
@@ -63,7 +64,7 @@ void split_fused_tensors(const ArchDesc& a, int n_layer, std::map<std::string, T
       auto it = tensors.find(name);
       if (it == tensors.end()) {
         bool optional = true;
-        for (Role r : f.parts) optional &= role_desc(a, r).optional;
+        for (Role r : f.parts) optional &= role_desc(a, r).optional || cfg.states_removed(l, is_attention_role(r));
         if (!optional) throw input_error(source, "missing tensor '" + name + "'");
         continue;
       }
@@ -108,7 +109,7 @@ void split_fused_tensors(const ArchDesc& a, int n_layer, std::map<std::string, T
 
 Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
   const ArchDesc& arch = arch_for_model_type(cfg.model_type, source + "/config.json");
-  split_fused_tensors(arch, cfg.n_layer, tensors, source);
+  split_fused_tensors(arch, cfg, tensors, source);
   return from_role_tensors(std::move(cfg), std::move(tensors), source);
 }
 
@@ -149,9 +150,12 @@ Model Model::from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> te
   }
   for (int l = 0; l < m.cfg.n_layer; l++) {
     m.layers.emplace_back();
+    // A sub-block config.json states removed (0 heads / 0 MLP width) may lack all its tensors.
+    const bool removed[2] = {m.cfg.states_removed(l, false), m.cfg.states_removed(l, true)};
     for (int r = 0; r < kNumLayerRoles; r++) {
       if (presence[size_t(r)] == Presence::Absent) continue;
-      m.layers[size_t(l)].w[size_t(r)] = take(layer_tensor_name(*m.arch, Role(r), l), presence[size_t(r)] == Presence::Optional);
+      const bool optional = presence[size_t(r)] == Presence::Optional || removed[is_attention_role(Role(r))];
+      m.layers[size_t(l)].w[size_t(r)] = take(layer_tensor_name(*m.arch, Role(r), l), optional);
     }
   }
   for (auto& [name, t] : tensors) {
@@ -193,31 +197,42 @@ void Model::validate_and_derive_sizes(const std::string& source) {
       if (!t.empty() && t.dtype != dt && !role_desc(*arch, Role(r)).is_norm && !role_desc(*arch, Role(r)).is_bias)
         throw input_error(source, "tensor '" + nm(Role(r)) + "' is " + dtype_name(t.dtype) + " but the model is " + dtype_name(dt));
     }
-    expect(L[Role::AttnNorm], nm(Role::AttnNorm), {C});
-    expect(L[Role::MlpNorm], nm(Role::MlpNorm), {C});
-    expect_matrix(L[Role::Q], nm(Role::Q));
-    expect_matrix(L[Role::K], nm(Role::K));
-    expect_matrix(L[Role::Gate], nm(Role::Gate));
-    int64_t qrows = L[Role::Q].dim(0), kvrows = L[Role::K].dim(0), ff = L[Role::Gate].dim(0);
-    if (qrows % hd != 0 || qrows == 0)
-      throw input_error(source, "tensor '" + nm(Role::Q) + "' has " + std::to_string(qrows) + " rows, not a positive multiple of head_dim " + std::to_string(hd));
-    if (kvrows % hd != 0 || kvrows == 0)
-      throw input_error(source, "tensor '" + nm(Role::K) + "' has " + std::to_string(kvrows) + " rows, not a positive multiple of head_dim " + std::to_string(hd));
+    // A removed sub-block (depth pruning) has none of its tensors; a partial one is an error.
+    bool has[2] = {false, false};  // [mlp, attention]
+    for (int r = 0; r < kNumLayerRoles; r++) has[is_attention_role(Role(r))] |= !L.w[size_t(r)].empty();
+    for (int r = 0; r < kNumLayerRoles; r++)
+      if (!role_desc(*arch, Role(r)).is_bias && L.w[size_t(r)].empty() && has[is_attention_role(Role(r))])
+        throw input_error(source, "missing tensor '" + nm(Role(r)) + "'");
     LayerConfig lc;
     lc.head_dim = hd;
-    lc.n_head = int(qrows / hd);
-    lc.n_kv_head = int(kvrows / hd);
-    lc.d_ff = int(ff);
-    if (lc.n_head % lc.n_kv_head != 0)
-      throw input_error(source, "layer " + std::to_string(l) + ": " + std::to_string(lc.n_head) + " query heads are not a multiple of " +
-                                    std::to_string(lc.n_kv_head) + " KV heads");
-    expect(L[Role::Q], nm(Role::Q), {qrows, C});
-    expect(L[Role::K], nm(Role::K), {kvrows, C});
-    expect(L[Role::V], nm(Role::V), {kvrows, C});
-    expect(L[Role::O], nm(Role::O), {C, qrows});
-    expect(L[Role::Gate], nm(Role::Gate), {ff, C});
-    expect(L[Role::Up], nm(Role::Up), {ff, C});
-    expect(L[Role::Down], nm(Role::Down), {C, ff});
+    if (has[1]) {
+      expect(L[Role::AttnNorm], nm(Role::AttnNorm), {C});
+      expect_matrix(L[Role::Q], nm(Role::Q));
+      expect_matrix(L[Role::K], nm(Role::K));
+      int64_t qrows = L[Role::Q].dim(0), kvrows = L[Role::K].dim(0);
+      if (qrows % hd != 0 || qrows == 0)
+        throw input_error(source, "tensor '" + nm(Role::Q) + "' has " + std::to_string(qrows) + " rows, not a positive multiple of head_dim " + std::to_string(hd));
+      if (kvrows % hd != 0 || kvrows == 0)
+        throw input_error(source, "tensor '" + nm(Role::K) + "' has " + std::to_string(kvrows) + " rows, not a positive multiple of head_dim " + std::to_string(hd));
+      lc.n_head = int(qrows / hd);
+      lc.n_kv_head = int(kvrows / hd);
+      if (lc.n_head % lc.n_kv_head != 0)
+        throw input_error(source, "layer " + std::to_string(l) + ": " + std::to_string(lc.n_head) + " query heads are not a multiple of " +
+                                      std::to_string(lc.n_kv_head) + " KV heads");
+      expect(L[Role::Q], nm(Role::Q), {qrows, C});
+      expect(L[Role::K], nm(Role::K), {kvrows, C});
+      expect(L[Role::V], nm(Role::V), {kvrows, C});
+      expect(L[Role::O], nm(Role::O), {C, qrows});
+    }
+    if (has[0]) {
+      expect(L[Role::MlpNorm], nm(Role::MlpNorm), {C});
+      expect_matrix(L[Role::Gate], nm(Role::Gate));
+      int64_t ff = L[Role::Gate].dim(0);
+      lc.d_ff = int(ff);
+      expect(L[Role::Gate], nm(Role::Gate), {ff, C});
+      expect(L[Role::Up], nm(Role::Up), {ff, C});
+      expect(L[Role::Down], nm(Role::Down), {C, ff});
+    }
     // A bias has one entry per output row of its projection.
     for (int r = 0; r < kNumLayerRoles; r++) {
       const RoleDesc& d = role_desc(*arch, Role(r));
@@ -301,7 +316,8 @@ ParamCounts count_params(const Model& m) {
   p.lm_head = m.cfg.tied ? 0 : m.global[size_t(GlobalRole::LmHead)].numel();
   p.norms = m.final_norm().numel();
   for (auto& L : m.layers) {
-    p.norms += L[Role::AttnNorm].numel() + L[Role::MlpNorm].numel();
+    for (Role r : {Role::AttnNorm, Role::MlpNorm})
+      if (!L[r].empty()) p.norms += L[r].numel();  // absent in a layer without that sub-block
     // Projections and their biases: attention's are those with a head axis.
     for (int r = 0; r < kNumLayerRoles; r++) {
       const RoleDesc& d = role_desc(*m.arch, Role(r));
@@ -330,7 +346,7 @@ int complete_bias_switches(Model& m) {
     if (!any) continue;
     for (LayerWeights& L : m.layers)
       for (Role r : sw.roles)
-        if (L[r].empty()) {
+        if (L[r].empty() && !L[role_desc(*m.arch, r).bias_of].empty()) {  // not in a removed sub-block
           L[r] = Tensor::zeros(DType::F32, {L[role_desc(*m.arch, r).bias_of].dim(0)});
           added++;
         }
@@ -341,10 +357,13 @@ int complete_bias_switches(Model& m) {
 void set_bias_keys(const Model& m, nlohmann::json& cfg) {
   for (const BiasSwitch& sw : m.arch->bias_switches) {
     if (!sw.config_key) continue;
-    size_t present = 0;
+    size_t present = 0, possible = 0;  // a removed sub-block (depth pruning) has no place for a bias
     for (const LayerWeights& L : m.layers)
-      for (Role r : sw.roles) present += !L[r].empty();
-    if (present == m.layers.size() * sw.roles.size() && present > 0) cfg[sw.config_key] = true;
+      for (Role r : sw.roles) {
+        present += !L[r].empty();
+        possible += !L[role_desc(*m.arch, r).bias_of].empty();
+      }
+    if (present == possible && present > 0) cfg[sw.config_key] = true;
     else if (present == 0) {
       if (cfg.contains(sw.config_key)) cfg[sw.config_key] = false;
     } else {

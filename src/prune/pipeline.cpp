@@ -12,11 +12,13 @@
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "importance/activation_stats.h"
+#include "importance/block_influence.h"
 #include "importance/flap.h"
 #include "importance/importance.h"
 #include "prune/allocation.h"
 #include "prune/budget.h"
 #include "prune/compensate.h"
+#include "prune/depth.h"
 #include "prune/plan.h"
 #include "prune/surgery.h"
 #include "tokenizer/tokenizer.h"
@@ -29,6 +31,111 @@ namespace {
 
 json unit_json(const Group& g, double score) {
   return {{"layer", g.layer}, {"kind", unit_kind_name(g.kind)}, {"index", g.index}, {"score", score}};
+}
+
+// The statistics windows (--stat-samples x --stat-seq-len of --stat-calib or --calib).
+std::vector<int32_t> statistics_windows(const PruneSpec& a, const Model& m, const std::string& what) {
+  const std::string& stat_file = a.stat_calib.empty() ? a.calib : a.stat_calib;
+  if (stat_file.empty()) throw UserError(what + " needs --calib FILE (calibration text)");
+  if (a.stat_seq_len > m.cfg.max_pos)
+    throw UserError("--stat-seq-len " + std::to_string(a.stat_seq_len) + " exceeds the model's context of " + std::to_string(m.cfg.max_pos));
+  auto tok = load_tokenizer(model_dir_of(a.model));
+  auto stream = tokenize_file_with_bos(*tok, stat_file);
+  if (int64_t(stream.size()) < int64_t(a.stat_samples) * a.stat_seq_len)
+    throw input_error(stat_file, "has " + std::to_string(stream.size()) + " tokens, fewer than --stat-samples x --stat-seq-len = " +
+                                   std::to_string(int64_t(a.stat_samples) * a.stat_seq_len));
+  CalibOptions co;
+  co.samples = a.stat_samples;
+  co.seq_len = a.stat_seq_len;
+  co.random = a.calib_sampling == "random";
+  co.seed = a.seed;
+  return calibration_windows(stream, co, stat_file);
+}
+
+void put_param_counts(PruneSummary& sum, const ParamCounts& before, const ParamCounts& after) {
+  put_param_counts(sum, before, after);
+}
+
+// --strategy sublayer: BlockPruner's greedy removal of attention / MLP sub-blocks by calibration
+// perplexity (--importance ppl), or their one-shot ranking by Block Influence (--importance bi).
+PruneSummary run_sublayer_prune(const PruneSpec& a) {
+  auto t0 = std::chrono::steady_clock::now();
+  const bool by_ppl = a.importance == "ppl";
+  const double ratio = std::isnan(a.ratio) ? 0.0 : a.ratio;
+  if (ratio == 0 && a.drop_sublayers < 0) throw UserError("nothing to prune: give --ratio (fraction of all parameters) or --drop-sublayers N");
+  if (ratio > 0 && a.drop_sublayers >= 0) throw UserError("give either --ratio or --drop-sublayers, not both");
+  if (!std::isnan(a.attn_ratio) || !std::isnan(a.mlp_ratio) || a.drop_layers >= 0)
+    throw UserError("--strategy sublayer takes --ratio or --drop-sublayers (not --attn-ratio, --mlp-ratio, --drop-layers)");
+  if (a.shortlist > 0 && !by_ppl) throw UserError("--shortlist narrows the perplexity search: it needs --importance ppl");
+  if (a.iterative_steps != 1) throw UserError("--strategy sublayer is greedy already: leave --iterative-steps 1");
+  if (a.compensate != "none") throw UserError("--compensate refits pruned o_proj/down_proj columns: it needs --strategy block");
+  Model m = Model::load(a.model);
+  const int L = m.cfg.n_layer;
+  LayerRange range = parse_layer_range(a.layers, "--layers", L);
+  if (fs::exists(a.out) && !a.force) throw UserError(a.out + ": output already exists (use --force to replace it)");
+  std::vector<int32_t> tokens = statistics_windows(a, m, "--strategy sublayer");
+  SublayerSearchOptions so;
+  so.criterion = by_ppl ? SublayerCriterion::Perplexity : SublayerCriterion::BlockInfluence;
+  so.remove = a.drop_sublayers;
+  so.param_ratio = ratio;
+  so.shortlist = a.shortlist;
+  so.candidate_layers.assign(size_t(L), 0);
+  for (int l = 0; l < L; l++) so.candidate_layers[size_t(l)] = range.contains(l, L);
+  SublayerSearch found = search_sublayers(m, tokens, a.stat_samples, a.stat_seq_len, so);
+  PruneSummary sum;
+  std::vector<Sublayer> gone;
+  json importance = json::array();
+  for (size_t k = 0; k < found.steps.size(); k++) {
+    const SublayerStep& st = found.steps[k];
+    gone.push_back(st.removed);
+    RemovedUnit u{st.removed.layer, sublayer_kind_name(st.removed.attention), 0, by_ppl ? st.calib_ppl : st.bi, int(k) + 1};
+    u.calib_ppl = st.calib_ppl;
+    if (by_ppl) u.candidates_scored = st.evaluated;
+    sum.removed.push_back(u);
+    for (auto& [c, ppl] : st.candidates)
+      importance.push_back({{"layer", c.layer}, {"kind", sublayer_kind_name(c.attention)}, {"index", 0}, {"step", int(k) + 1},
+                            {"score", ppl}});
+  }
+  std::vector<int> kept;
+  Model pruned = remove_sublayers(m, gone, &kept);
+  auto t_save = std::chrono::steady_clock::now();
+  AtomicDir out(a.out, a.force);
+  save_model_files(pruned, out.path(), m.storage_dtype(), model_dir_of(a.model));
+  sum.save_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_save).count();
+  for (int l = 0; l < L; l++) {
+    const LayerConfig& b = m.cfg.layers[size_t(l)];
+    auto it = std::find(kept.begin(), kept.end(), l);
+    const LayerConfig c = it == kept.end() ? LayerConfig{} : pruned.cfg.layers[size_t(it - kept.begin())];
+    sum.layers.push_back({l, b.n_head, c.n_head, b.n_kv_head, c.n_kv_head, b.d_ff, c.d_ff, it == kept.end()});
+  }
+  PruneSettings& st = sum.settings;
+  st.strategy = a.strategy;
+  st.importance = a.importance;
+  st.criterion = by_ppl ? "blockpruner-ppl" : "bi";
+  st.ratio = ratio;
+  st.drop_sublayers = a.drop_sublayers;
+  st.shortlist = a.shortlist;
+  st.layers = a.layers.empty() ? "0:" + std::to_string(L) : a.layers;
+  st.stat_calib = a.stat_calib.empty() ? a.calib : a.stat_calib;
+  st.stat_samples = a.stat_samples;
+  st.stat_seq_len = a.stat_seq_len;
+  st.calib_sampling = a.calib_sampling;
+  st.seed = a.seed;
+  sum.llmprune_version = LLMPRUNE_VERSION;
+  sum.source_model = a.model;
+  sum.hidden_before = m.cfg.hidden;
+  sum.hidden_after = pruned.cfg.hidden;
+  put_param_counts(sum, count_params(m), count_params(pruned));
+  sum.calib_ppl_before = found.base_ppl;
+  sum.calib_ppl_after = found.steps.empty() ? found.base_ppl : found.steps.back().calib_ppl;
+  sum.search_seconds = found.seconds;
+  sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  sum.peak_rss_bytes = int64_t(peak_rss_bytes());
+  atomic_write_file(out.path() / "pruning.json", sum.to_json().dump(2) + "\n");
+  atomic_write_file(out.path() / "importance.json", importance.dump(1) + "\n");
+  if (!a.save_importance.empty()) atomic_write_file(a.save_importance, importance.dump(1) + "\n");
+  out.commit();
+  return sum;
 }
 
 }  // namespace
@@ -52,12 +159,26 @@ PruneSummary run(const PruneSpec& a) {
   if (a.calib_seq_len < 2) throw UserError("--calib-seq-len must be at least 2");
   if (a.calib_sampling != "random" && a.calib_sampling != "sequential")
     throw UserError("--calib-sampling must be random or sequential");
+  if (a.shortlist < 0) throw UserError("--shortlist must be >= 0 (0 scores every candidate)");
+  if (a.drop_sublayers >= 0 && a.strategy != "sublayer") throw UserError("--drop-sublayers needs --strategy sublayer");
+  if (a.importance == "ppl" && a.strategy != "sublayer")
+    throw UserError("--importance ppl (BlockPruner's search) removes sub-blocks: use --strategy sublayer");
+  if (a.importance == "bi" && a.strategy != "layer" && a.strategy != "sublayer")
+    throw UserError("--importance bi (Block Influence) scores layers or sub-blocks: use --strategy layer or sublayer");
+  if (a.strategy == "sublayer") {
+    if (a.importance != "ppl" && a.importance != "bi")
+      throw UserError("--strategy sublayer takes --importance ppl (BlockPruner) or bi (Block Influence)");
+    if (a.stat_samples <= 0) throw UserError("--stat-samples must be positive");
+    if (a.stat_seq_len < 2) throw UserError("--stat-seq-len must be at least 2");
+    return run_sublayer_prune(a);
+  }
   ImportanceOptions io;
   const bool flap = a.importance == "flap";  // activation statistics, no gradients
   // flap: no gradient pass (the memory estimate counts it as a magnitude criterion).
-  io.criterion = flap ? Criterion::L1 : parse_criterion(a.importance, a.taylor);
-  const bool grads = !flap && needs_gradients(io.criterion);
-  const std::string criterion = flap ? "flap-" + a.flap_metric : criterion_name(io.criterion);
+  const bool bi = a.importance == "bi";      // ShortGPT's Block Influence: one forward pass
+  io.criterion = flap || bi ? Criterion::L1 : parse_criterion(a.importance, a.taylor);
+  const bool grads = !flap && !bi && needs_gradients(io.criterion);
+  const std::string criterion = flap ? "flap-" + a.flap_metric : bi ? "bi" : criterion_name(io.criterion);
   const FlapMetric flap_metric = parse_flap_metric(a.flap_metric);
   const Compensation compensation = parse_compensation(a.compensate);
   AllocationOptions alloc;
@@ -66,8 +187,8 @@ PruneSummary run(const PruneSpec& a) {
   if (a.stat_samples <= 0) throw UserError("--stat-samples must be positive");
   if (a.stat_seq_len < 2) throw UserError("--stat-seq-len must be at least 2");
   if (!std::isnan(a.min_ratio)) check_ratio(a.min_ratio, "--min-ratio");
-  const bool needs_stats = flap || compensation != Compensation::None;
-  if (needs_stats && a.strategy != "block")
+  const bool needs_stats = flap || bi || compensation != Compensation::None;
+  if ((flap || compensation != Compensation::None) && a.strategy != "block")
     throw UserError("--importance flap and --compensate work on heads and MLP channels: use --strategy block");
   if (alloc.allocation == Allocation::Adaptive && !flap)
     throw UserError("--allocation adaptive needs --importance flap (it compares standardized activation scores)");
@@ -132,25 +253,8 @@ PruneSummary run(const PruneSpec& a) {
 
   // Statistics windows (FLAP scores, compensation): --stat-samples x --stat-seq-len.
   std::vector<int32_t> stat_tokens;
-  if (needs_stats) {
-    const std::string& stat_file = a.stat_calib.empty() ? a.calib : a.stat_calib;
-    if (stat_file.empty())
-      throw UserError(std::string(flap ? "--importance flap" : "--compensate") + " needs --calib FILE (calibration text)");
-    if (a.stat_seq_len > original.cfg.max_pos)
-      throw UserError("--stat-seq-len " + std::to_string(a.stat_seq_len) + " exceeds the model's context of " +
-                      std::to_string(original.cfg.max_pos));
-    auto tok = load_tokenizer(model_dir_of(a.model));
-    auto stream = tokenize_file_with_bos(*tok, stat_file);
-    if (int64_t(stream.size()) < int64_t(a.stat_samples) * a.stat_seq_len)
-      throw input_error(stat_file, "has " + std::to_string(stream.size()) + " tokens, fewer than --stat-samples x --stat-seq-len = " +
-                                     std::to_string(int64_t(a.stat_samples) * a.stat_seq_len));
-    CalibOptions co;
-    co.samples = a.stat_samples;
-    co.seq_len = a.stat_seq_len;
-    co.random = a.calib_sampling == "random";
-    co.seed = a.seed;
-    stat_tokens = calibration_windows(stream, co, stat_file);
-  }
+  if (needs_stats)
+    stat_tokens = statistics_windows(a, original, flap ? "--importance flap" : bi ? "--importance bi" : "--compensate");
 
   std::vector<double> layer_ratio_plan;  // the per-layer ratios of log-increasing / --layer-ratios
   KeepTargets targets;
@@ -211,6 +315,12 @@ PruneSummary run(const PruneSpec& a) {
       imp.seconds = since(ts);
       stats_seconds += imp.seconds;
       if (alloc.allocation == Allocation::Adaptive) targets = allocation_keep_targets(current, po, alloc, groups, &fs.standardized);
+    } else if (bi) {
+      // Layer groups: the layer with the lowest Block Influence goes first.
+      BlockInfluence b = block_influence(current, stat_tokens, a.stat_samples, a.stat_seq_len);
+      for (const Group& g : groups) imp.scores.push_back(b.layer[size_t(g.index)]);
+      imp.seconds = b.seconds;
+      stats_seconds += imp.seconds;
     } else {
       imp = estimate_importance(current, groups, io, calib, a.calib_samples, a.calib_seq_len);
     }
@@ -347,7 +457,7 @@ PruneSummary run(const PruneSpec& a) {
   sum.load_seconds = load_seconds;
   sum.importance_seconds = importance_seconds;
   sum.save_seconds = save_seconds;
-  if (flap) sum.statistics_seconds = stats_seconds;
+  if (flap || bi) sum.statistics_seconds = stats_seconds;
   sum.gradient_flops = grad_flops;
   sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   sum.peak_rss_bytes = int64_t(peak_rss_bytes());

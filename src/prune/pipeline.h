@@ -19,7 +19,7 @@ struct PruneSpec {
   double ratio = std::nan(""), attn_ratio = std::nan(""), mlp_ratio = std::nan("");
   std::string attn_layers, mlp_layers, layers;
   bool global = false, force = false;
-  int iterative_steps = 1, round_to = 1, drop_layers = -1;
+  int iterative_steps = 1, round_to = 1, drop_layers = -1, drop_sublayers = -1, shortlist = 0;
   std::string gqa_unit = "kv-group";
   std::string calib, calib_sampling = "random", save_importance;
   int calib_samples = 10, calib_seq_len = 64;

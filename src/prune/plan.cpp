@@ -11,8 +11,8 @@
 namespace llmprune {
 
 namespace {
-constexpr NameTable<Strategy, 3> kStrategyNames{
-    {{Strategy::Block, "block"}, {Strategy::Channel, "channel"}, {Strategy::Layer, "layer"}}};
+constexpr NameTable<Strategy, 4> kStrategyNames{
+    {{Strategy::Block, "block"}, {Strategy::Channel, "channel"}, {Strategy::Layer, "layer"}, {Strategy::Sublayer, "sublayer"}}};
 }  // namespace
 
 Strategy parse_strategy(const std::string& s) { return parse_name(kStrategyNames, s, "--strategy"); }

@@ -8,7 +8,8 @@
 
 namespace llmprune {
 
-enum class Strategy { Block, Channel, Layer };
+// Sublayer: whole attention / MLP sub-blocks (depth pruning, prune/depth.h), not group-based.
+enum class Strategy { Block, Channel, Layer, Sublayer };
 Strategy parse_strategy(const std::string& s);
 std::string strategy_name(Strategy s);
 

@@ -38,9 +38,15 @@ RoleParams role_params_from(const json& j, const std::string& file, const std::s
 
 json PruneSummary::to_json() const {
   const PruneSettings& s = settings;
+  const bool sublayer = s.strategy == "sublayer";
   json pj;
   pj["llmprune_version"] = llmprune_version;
   pj["source_model"] = source_model;
+  if (sublayer)
+    pj["settings"] = {{"strategy", s.strategy}, {"importance", s.importance}, {"criterion", s.criterion}, {"ratio", s.ratio},
+                      {"drop_sublayers", s.drop_sublayers}, {"shortlist", s.shortlist}, {"layers", s.layers},
+                      {"calib_sampling", s.calib_sampling}, {"seed", s.seed}};
+  else
   pj["settings"] = {{"strategy", s.strategy}, {"importance", s.importance}, {"taylor", s.taylor}, {"criterion", s.criterion},
                     {"group_reduction", s.reduction}, {"attn_ratio", s.attn_ratio}, {"mlp_ratio", s.mlp_ratio},
                     {"ratio", s.ratio}, {"attn_layers", s.attn_layers}, {"mlp_layers", s.mlp_layers}, {"global", s.global},
@@ -59,7 +65,9 @@ json PruneSummary::to_json() const {
   json rm = json::array();
   for (const RemovedUnit& u : removed) {
     json x = {{"layer", u.layer}, {"kind", u.kind}, {"index", u.index}, {"score", u.score}};
-    if (settings.iterative_steps > 1) x["step"] = u.step;
+    if (settings.iterative_steps > 1 || sublayer) x["step"] = u.step;
+    if (u.calib_ppl) x["calib_ppl"] = *u.calib_ppl;
+    if (u.candidates_scored) x["candidates_scored"] = *u.candidates_scored;
     rm.push_back(x);
   }
   pj["removed"] = rm;
@@ -82,15 +90,17 @@ json PruneSummary::to_json() const {
   pj["fraction_removed"] = fraction_removed();
   if (by_role_before) pj["params_by_role_before"] = role_params_json(*by_role_before);
   if (by_role_after) pj["params_by_role_after"] = role_params_json(*by_role_after);
-  pj["calib_loss"] = calib_loss;
   pj["seconds"] = seconds;
   pj["peak_rss_bytes"] = peak_rss_bytes;
-  pj["memory_estimate"] = memory_estimate.to_json();
-  if (max_memory_bytes > 0) pj["max_memory_bytes"] = max_memory_bytes;
-  pj["activations"] = activations;
-  pj["load_seconds"] = load_seconds;
-  pj["importance_seconds"] = importance_seconds;
   pj["save_seconds"] = save_seconds;
+  if (!sublayer) {
+    pj["calib_loss"] = calib_loss;
+    pj["memory_estimate"] = memory_estimate.to_json();
+    if (max_memory_bytes > 0) pj["max_memory_bytes"] = max_memory_bytes;
+    pj["activations"] = activations;
+    pj["load_seconds"] = load_seconds;
+    pj["importance_seconds"] = importance_seconds;
+  }
   if (statistics_seconds) pj["statistics_seconds"] = *statistics_seconds;
   if (compensation_seconds) {
     json rows = json::array();
@@ -103,6 +113,9 @@ json PruneSummary::to_json() const {
     pj["compensation"] = rows;
     pj["compensation_seconds"] = *compensation_seconds;
   }
+  if (calib_ppl_before) pj["calib_ppl_before"] = *calib_ppl_before;
+  if (calib_ppl_after) pj["calib_ppl_after"] = *calib_ppl_after;
+  if (search_seconds) pj["search_seconds"] = *search_seconds;
   if (gradient_flops > 0) {
     pj["gradient_flops"] = gradient_flops;
     pj["gradient_gflops_per_s"] = importance_seconds > 0 ? gradient_flops / importance_seconds / 1e9 : 0.0;
@@ -147,6 +160,9 @@ PruneSummary PruneSummary::from_json(const json& pj, const std::string& file) {
   st.stat_seq_len = s.opt<int>("stat_seq_len", 0);
   st.damping = s.opt<double>("damping", 0.0);
   st.layer_ratios = s.opt<std::vector<double>>("layer_ratios", {});
+  st.drop_sublayers = s.opt<int>("drop_sublayers", -1);
+  st.shortlist = s.opt<int>("shortlist", 0);
+  st.layers = s.opt<std::string>("layers", "");
 
   const json& layers = top.array("layers");
   for (size_t i = 0; i < layers.size(); i++) {
@@ -184,6 +200,9 @@ PruneSummary PruneSummary::from_json(const json& pj, const std::string& file) {
   r.save_seconds = top.opt<double>("save_seconds", 0.0);
   if (pj.contains("statistics_seconds")) r.statistics_seconds = top.get<double>("statistics_seconds");
   r.gradient_flops = top.opt<double>("gradient_flops", 0.0);
+  if (pj.contains("calib_ppl_before")) r.calib_ppl_before = top.get<double>("calib_ppl_before");
+  if (pj.contains("calib_ppl_after")) r.calib_ppl_after = top.get<double>("calib_ppl_after");
+  if (pj.contains("search_seconds")) r.search_seconds = top.get<double>("search_seconds");
   if (pj.contains("removed")) {
     const json& rm = top.array("removed");
     for (size_t i = 0; i < rm.size(); i++) {
@@ -194,6 +213,8 @@ PruneSummary PruneSummary::from_json(const json& pj, const std::string& file) {
       u.index = f.get<int>("index");
       u.score = rm[i].contains("score") && rm[i]["score"].is_number() ? rm[i]["score"].get<double>() : 0.0;
       u.step = f.opt<int>("step", 1);
+      if (rm[i].contains("calib_ppl")) u.calib_ppl = f.get<double>("calib_ppl");
+      if (rm[i].contains("candidates_scored")) u.candidates_scored = f.get<int>("candidates_scored");
       r.removed.push_back(u);
     }
   }

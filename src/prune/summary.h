@@ -25,6 +25,9 @@ struct PruneSettings {
   int stat_samples = 0, stat_seq_len = 0;   //   0 = no statistics pass
   double damping = 0;                       // lstsq compensation only (0 = none)
   std::vector<double> layer_ratios;         // log-increasing / --layer-ratios: the planned ratio of each layer
+  // --strategy sublayer (depth pruning of attention / MLP sub-blocks):
+  int drop_sublayers = -1, shortlist = 0;
+  std::string layers;                       // candidate layers A:B
 };
 
 // One layer of the input model, before and after (all zero after when the layer was removed).
@@ -42,7 +45,9 @@ struct RemovedUnit {
   std::string kind;  // unit_kind_name: head, kv_group, mlp, channel, layer
   int index = 0;
   double score = 0;
-  int step = 1;      // iterative pruning's step (1 otherwise)
+  int step = 1;      // iterative pruning's step (1 otherwise); the sublayer search's step
+  std::optional<double> calib_ppl;       // sublayer: calibration perplexity after this removal
+  std::optional<int> candidates_scored;  // sublayer + ppl: candidates evaluated at this step
 };
 
 // Relative output error Σ‖y − y'‖² / Σ‖y‖² of one refitted projection over the calibration set.
@@ -77,6 +82,7 @@ struct PruneSummary {
   std::vector<LayerCompensationErrors> compensation;        // --compensate: one row per layer of the result
   std::optional<double> compensation_seconds;
   double gradient_flops = 0;
+  std::optional<double> calib_ppl_before, calib_ppl_after, search_seconds;  // sublayer search
 
   double fraction_removed() const { return params_before ? 1.0 - double(params_after) / double(params_before) : 0.0; }
   int removed_units() const { return int(removed.size()); }
