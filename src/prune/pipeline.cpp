@@ -53,7 +53,10 @@ std::vector<int32_t> statistics_windows(const PruneSpec& a, const Model& m, cons
 }
 
 void put_param_counts(PruneSummary& sum, const ParamCounts& before, const ParamCounts& after) {
-  put_param_counts(sum, before, after);
+  sum.params_before = before.total;
+  sum.params_after = after.total;
+  sum.by_role_before = RoleParams{before.embed, before.lm_head, before.attention, before.mlp, before.norms};
+  sum.by_role_after = RoleParams{after.embed, after.lm_head, after.attention, after.mlp, after.norms};
 }
 
 // --strategy sublayer: BlockPruner's greedy removal of attention / MLP sub-blocks by calibration
@@ -446,10 +449,7 @@ PruneSummary run(const PruneSpec& a) {
   }
   sum.hidden_before = original.cfg.hidden;
   sum.hidden_after = current.cfg.hidden;
-  sum.params_before = before.total;
-  sum.params_after = after.total;
-  sum.by_role_before = RoleParams{before.embed, before.lm_head, before.attention, before.mlp, before.norms};
-  sum.by_role_after = RoleParams{after.embed, after.lm_head, after.attention, after.mlp, after.norms};
+  put_param_counts(sum, before, after);
   sum.calib_loss = calib_loss;
   sum.memory_estimate = mem;
   if (budget > 0) sum.max_memory_bytes = int64_t(budget);
