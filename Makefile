@@ -37,10 +37,12 @@ FUZZ_TARGETS ?=
 # node-llama-cpp (an uninstrumented node process; ~40 s at load 20, 8 s of CPU, in make test),
 # the ChatGLM run of every subcommand (each one also driven on LLaMA and in chatglm_test units),
 # the bias model's perplexity pass and its every-subcommand CLI run (the forward, backward and
-# CLI code they drive run under ASan in the other bias tests and the fixtures' tests),
+# CLI code they drive run under ASan in the other bias tests and the fixtures' tests), the depth
+# pruning CLI runs on a fixture (ShortGPT + BlockPruner end to end; the engine, BI and search
+# code run under ASan in DepthEngine / BlockInfluence / BlockPruner on small models),
 # fp32-vs-bf16 prunes of the fixtures (4 CLI runs each; the bf16 kernels and paths stay under
 # ASan in GemmBf16.* and ComputeBf16.StoredBf16WeightsEqualTheirFp32Copy).
-ASAN_EXCLUDE ?= Interrupt.*KilledAtRandomPoints*:ExperimentScript.*:ModelGoldenSliding.StrideHalfWindow:Report.ChromiumRendersWithoutErrors:LlamaCppClient.*:ChatglmCli.EverySubcommandRuns:Fixtures/ModelGolden.PerplexityOfTestText/llama_bias:LlamaBias.EverySubcommandRuns:ComputeBf16.PruneKeepsTheFp32Units*
+ASAN_EXCLUDE ?= Interrupt.*KilledAtRandomPoints*:ExperimentScript.*:ModelGoldenSliding.StrideHalfWindow:Report.ChromiumRendersWithoutErrors:LlamaCppClient.*:ChatglmCli.EverySubcommandRuns:Fixtures/ModelGolden.PerplexityOfTestText/llama_bias:LlamaBias.EverySubcommandRuns:DepthCli.*:ComputeBf16.PruneKeepsTheFp32Units*
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:strict_init_order=1:check_initialization_order=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizer/ubsan.supp

@@ -18,7 +18,9 @@
 #include "prune/allocation.h"
 #include "prune/compensate.h"
 #include "prune/plan.h"
+#include "prune/summary.h"
 #include "prune/surgery.h"
+#include "report/report.h"
 #include "test_util.h"
 
 namespace llmprune {
@@ -451,6 +453,15 @@ TEST(FlapCli, AdaptiveWithLeastSquaresEndToEndAndErrors) {
   EXPECT_GT(removed_fraction, 0);
   Model pruned = Model::load(out / "m");  // loads: a standard HF directory
   EXPECT_EQ(pruned.n_params(), pj["params_after"].get<int64_t>());
+  // pruning.json is PruneSummary::to_json: it reads back to the same JSON, and the report shows
+  // the per-layer ratios and the compensation table from it.
+  const PruneSummary sum = PruneSummary::read((out / "m" / "pruning.json").string());
+  EXPECT_EQ(sum.to_json(), nlohmann::json::parse(std::ifstream(out / "m" / "pruning.json")));
+  EXPECT_EQ(sum.compensation.size(), 6u);
+  const std::string html = render_report({load_report_run((out / "m").string())});
+  EXPECT_NE(html.find("adaptive per-layer allocation, compensation lstsq (damping 0.05)"), std::string::npos);
+  EXPECT_NE(html.find("<table class=\"compensation\">"), std::string::npos);
+  EXPECT_NE(html.find("MLP ratio</th>"), std::string::npos);
 
   // One-line errors for bad values.
   auto err = [&](const std::string& extra, const std::string& want) {

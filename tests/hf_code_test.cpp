@@ -154,7 +154,7 @@ TEST(HfCode, UniformModelKeepsThePlainConfig) {
 
 TEST(HfCode, RemovedSubBlocksAreZeroSizedEntries) {
   // Depth pruning's contract with the remote code: a layer without attention lists 0 heads, one
-  // without MLP intermediate_size 0 (llmprune's loader does not build such layers yet).
+  // without MLP intermediate_size 0 (prune/depth.h writes such layers; depth_test reloads them).
   ModelConfig c = test::make_random_model(test::RandomModelSpec::uniform(3, 4, 2, 24)).cfg;
   c.layers[1].n_head = c.layers[1].n_kv_head = 0;
   c.layers[2].d_ff = 0;

@@ -23,8 +23,9 @@ const std::map<std::string, int>& layer_ranks() {
       {"arch", 3},
       {"model", 4},
       {"graph", 5},
-      {"importance", 6}, {"train", 6}, {"eval", 6}, {"report", 6},
+      {"importance", 6}, {"train", 6}, {"eval", 6},
       {"prune", 7},  // prune consumes importance scores
+      {"report", 8},  // report reads prune's summary type (pruning.json) and eval results
       {"cli", 9},
   };
   return ranks;

@@ -90,10 +90,10 @@ Model pruned_fixture(const Model& m) {
   return p;
 }
 
-// Depth pruning (prune/depth.h): layers 1 and 3 without attention, layer 4 gone. (A layer with
-// attention and no MLP is refused by the export: llama.cpp runs it as the identity.)
+// Depth pruning (prune/depth.h): layer 1 without attention, layer 3 without MLP (exported with a
+// zero one-channel MLP: llama.cpp runs feed_forward_length 0 as the identity), layer 4 gone.
 Model depth_pruned_fixture(const Model& m) {
-  Model p = remove_sublayers(m, {{1, true}, {3, true}, {4, true}, {4, false}});
+  Model p = remove_sublayers(m, {{1, true}, {3, false}, {4, true}, {4, false}});
   p.dir = m.dir;
   return p;
 }

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "kernels/gemm_bf16.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include <string>
 #include <vector>
@@ -22,8 +23,6 @@ struct AutoRegister {
 // Lower-case, trimmed comma list: "a, b" -> {"a","b"}.
 std::vector<std::string> split_list(const std::string& s);
 std::string format_count(double n);  // 6.81M, 1.23B
-// The directory holding a model (itself, or the folder of a .gguf file): tokenizer files live there.
-std::filesystem::path model_dir_of(const std::string& model);
 // The tokenizer of a model: tokenizer files in its directory, else (for a .gguf file) the
 // vocabulary stored in the GGUF metadata.
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model);

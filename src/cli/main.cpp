@@ -54,11 +54,6 @@ std::string format_count(double n) {
   return buf;
 }
 
-std::filesystem::path model_dir_of(const std::string& model) {
-  std::filesystem::path p(model);
-  return std::filesystem::is_directory(p) ? p : p.parent_path();
-}
-
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model) {
   std::filesystem::path p(model);
   if (p.extension() == ".gguf" && std::filesystem::is_regular_file(p)) {

@@ -339,11 +339,10 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
                                      "', e.g. from --compensate bias); export it with --hf");
   // llama.cpp's deci graph runs a layer with head_count 0 as attention-free (the residual passes
   // to its MLP), but one with feed_forward_length 0 as the identity: its `n_ff == 0` branch
-  // continues before the attention output is added to the residual stream.
-  for (size_t l = 0; l < m.layers.size(); l++)
-    if (c.layers[l].has_attention() && !c.layers[l].has_mlp())
-      throw input_error(where, "layer " + std::to_string(l) + " has attention but no MLP, which llama.cpp's deci graph runs as the identity "
-                               "(it drops the attention output with the MLP); export it with --hf, or remove that layer's attention too");
+  // continues before the attention output is added to the residual stream. A layer with attention
+  // and no MLP is therefore written with a one-channel MLP whose weights are zero (it adds exactly
+  // 0): 3 x hidden + hidden parameters more, the same function.
+  auto zero_mlp = [](const LayerConfig& l) { return l.has_attention() && !l.has_mlp(); };
   ArchKeys K{ragged ? "deci" : arch.gguf_arch};
   // q/k/v biases of any size: llama.cpp sizes attn_q.bias by the q projection (n_head * head_dim,
   // create_tensor_qkv) in the release node-llama-cpp 3.21.1 carries; b5981 sized it by n_embd.
@@ -368,7 +367,7 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
     for (auto& l : c.layers) v.push_back(uint32_t(get(l)));
     w.set(K.k(key), Value::array_of(v));
   };
-  per_layer("feed_forward_length", [](const LayerConfig& l) { return l.d_ff; });
+  per_layer("feed_forward_length", [&](const LayerConfig& l) { return zero_mlp(l) ? 1 : l.d_ff; });
   per_layer("attention.head_count", [](const LayerConfig& l) { return l.n_head; });
   per_layer("attention.head_count_kv", [](const LayerConfig& l) { return l.n_kv_head; });
   w.set(K.k("rope.freq_base"), float(c.rope_theta));
@@ -463,6 +462,17 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
       }
       std::snprintf(buf, sizeof buf, d.gguf, int(l));
       add(std::string(buf) + (d.is_bias ? ".bias" : ".weight"), t, arch.gguf_permute_qk && is_rope_role(Role(r)));
+    }
+    if (zero_mlp(c.layers[l])) {
+      const int64_t C = c.hidden;
+      Tensor ones = Tensor::zeros(DType::F32, {C});
+      for (int64_t i = 0; i < C; i++) ones.f32_mut()[i] = 1.0f;
+      for (auto [role, t] : {std::pair{Role::MlpNorm, ones}, std::pair{Role::Gate, Tensor::zeros(DType::F32, {1, C})},
+                             std::pair{Role::Up, Tensor::zeros(DType::F32, {1, C})}, std::pair{Role::Down, Tensor::zeros(DType::F32, {C, 1})}}) {
+        char buf[128];
+        std::snprintf(buf, sizeof buf, role_desc(arch, role).gguf, int(l));
+        add(std::string(buf) + ".weight", t, false);
+      }
     }
   }
   add("output_norm.weight", m.final_norm(), false);

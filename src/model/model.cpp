@@ -331,6 +331,11 @@ ParamCounts count_params(const Model& m) {
   return p;
 }
 
+std::filesystem::path model_dir_of(const std::string& model) {
+  std::filesystem::path p(model);
+  return std::filesystem::is_directory(p) ? p : p.parent_path();
+}
+
 int complete_bias_switches(Model& m) {
   int added = 0;
   for (const BiasSwitch& sw : m.arch->bias_switches) {

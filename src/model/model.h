@@ -72,6 +72,8 @@ struct Model {
 // The tokenizer a checkpoint directory ships, with its family's conventions (arch's
 // TokenizerConvention: appended specials, prompt prefix) when config.json names a family.
 std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::filesystem::path& model_dir);
+// The directory holding a model (itself, or the folder of a .gguf file): tokenizer files live there.
+std::filesystem::path model_dir_of(const std::string& model);
 
 // Parameter counts by role for `info` and reports.
 struct ParamCounts {

@@ -29,6 +29,16 @@ nlohmann::json MemoryEstimate::to_json() const {
   return {{"total_bytes", int64_t(std::llround(total))}, {"terms", terms_j}};
 }
 
+MemoryEstimate MemoryEstimate::from_json(const nlohmann::json& j) {
+  MemoryEstimate e;
+  if (!j.is_object()) return e;
+  if (j.contains("total_bytes") && j["total_bytes"].is_number()) e.total = j["total_bytes"].get<double>();
+  if (j.contains("terms") && j["terms"].is_object())
+    for (auto& [what, bytes] : j["terms"].items())
+      if (bytes.is_number()) e.terms.push_back({what, bytes.get<double>()});
+  return e;
+}
+
 int lowest_backward_layer(const Model& m, bool global_grads, const std::vector<uint8_t>& layer_grads) {
   if (global_grads || layer_grads.empty()) return 0;
   const int L = int(m.cfg.layers.size());

@@ -23,6 +23,8 @@ struct MemoryEstimate {
   // "12.3 GB (weights fp32 of one layer 810 MB, ...)"
   std::string describe() const;
   nlohmann::json to_json() const;
+  // The inverse of to_json (terms in the JSON's key order); anything else is an empty estimate.
+  static MemoryEstimate from_json(const nlohmann::json& j);
 };
 
 struct PruneShape {

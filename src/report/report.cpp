@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/json_reader.h"
 #include "core/fs.h"
 
 namespace llmprune {
@@ -125,31 +126,7 @@ json read_json(const fs::path& p) {
   }
 }
 
-struct Reader {
-  std::string file;
-  const json& need(const json& j, const char* key, const std::string& where = "") const {
-    if (!j.is_object() || !j.contains(key)) throw input_error(file, where + "missing field '" + key + "'");
-    return j.at(key);
-  }
-  template <class T>
-  T get(const json& j, const char* key, const std::string& where = "") const {
-    const json& v = need(j, key, where);
-    try {
-      return v.get<T>();
-    } catch (const json::exception&) {
-      throw input_error(file, where + "field '" + key + "' has the wrong type");
-    }
-  }
-  template <class T>
-  T opt(const json& j, const char* key, T def) const {
-    if (!j.is_object() || !j.contains(key) || j.at(key).is_null()) return def;
-    try {
-      return j.at(key).get<T>();
-    } catch (const json::exception&) {
-      throw input_error(file, std::string("field '") + key + "' has the wrong type");
-    }
-  }
-};
+using Reader = JsonReader;
 
 void load_eval_file(const fs::path& p, std::vector<ReportEvalRow>& rows) {
   json j = read_json(p);
@@ -219,73 +196,42 @@ ReportRun load_report_run(const std::string& spec) {
   refuse_incomplete_output(dir);
   fs::path pj_path = fs::path(dir) / "pruning.json";
   if (!fs::exists(pj_path)) throw input_error(pj_path.string(), "not found (not an `llmprune prune` output directory)");
-  json pj = read_json(pj_path);
-  Reader r{pj_path.string()};
-  if (!pj.is_object()) throw input_error(pj_path.string(), "expected an object");
-
-  const json empty = json::object();
-  const json& s = pj.contains("settings") && pj["settings"].is_object() ? pj["settings"] : empty;
-  run.source_model = r.opt<std::string>(pj, "source_model", "");
-  run.strategy = r.opt<std::string>(s, "strategy", "block");
-  run.importance = r.opt<std::string>(s, "importance", "");
-  run.criterion = r.opt<std::string>(s, "criterion", run.importance);
-  run.reduction = r.opt<std::string>(s, "group_reduction", "");
-  run.gqa_unit = r.opt<std::string>(s, "gqa_unit", "");
-  run.attn_layers = r.opt<std::string>(s, "attn_layers", "");
-  run.mlp_layers = r.opt<std::string>(s, "mlp_layers", "");
-  run.calib = r.opt<std::string>(s, "calib", "");
-  run.ratio = r.opt<double>(s, "ratio", 0.0);
-  run.attn_ratio = r.opt<double>(s, "attn_ratio", run.ratio);
-  run.mlp_ratio = r.opt<double>(s, "mlp_ratio", run.ratio);
-  run.global = r.opt<bool>(s, "global", false);
-  run.iterative_steps = r.opt<int>(s, "iterative_steps", 1);
-  run.round_to = r.opt<int>(s, "round_to", 1);
-
-  const json& layers = r.need(pj, "layers");
-  if (!layers.is_array()) throw input_error(pj_path.string(), "field 'layers' must be an array");
-  for (size_t i = 0; i < layers.size(); i++) {
-    const json& l = layers[i];
-    std::string where = "layers[" + std::to_string(i) + "]: ";
-    ReportLayer row;
-    row.layer = r.get<int>(l, "layer", where);
-    row.heads_before = r.get<int>(l, "heads_before", where);
-    row.heads_after = r.get<int>(l, "heads_after", where);
-    row.kv_before = r.opt<int>(l, "kv_heads_before", row.heads_before);
-    row.kv_after = r.opt<int>(l, "kv_heads_after", row.heads_after);
-    row.mlp_before = r.get<int>(l, "mlp_before", where);
-    row.mlp_after = r.get<int>(l, "mlp_after", where);
-    row.removed = r.opt<bool>(l, "removed", false);
-    if (row.heads_after > row.heads_before || row.mlp_after > row.mlp_before || row.heads_after < 0 || row.mlp_after < 0)
-      throw input_error(pj_path.string(), where + "sizes grow or are negative");
-    run.layers.push_back(row);
+  // pruning.json through the type prune::run writes it from (prune/summary.h).
+  run.summary = PruneSummary::read(pj_path.string());
+  const PruneSummary& sum = run.summary;
+  const PruneSettings& st = sum.settings;
+  run.source_model = sum.source_model;
+  run.strategy = st.strategy;
+  run.importance = st.importance;
+  run.criterion = st.criterion;
+  run.reduction = st.reduction;
+  run.gqa_unit = st.gqa_unit;
+  run.attn_layers = st.attn_layers;
+  run.mlp_layers = st.mlp_layers;
+  run.calib = st.calib;
+  run.ratio = st.ratio;
+  run.attn_ratio = st.attn_ratio;
+  run.mlp_ratio = st.mlp_ratio;
+  run.global = st.global;
+  run.iterative_steps = st.iterative_steps;
+  run.round_to = st.round_to;
+  for (const PrunedLayer& l : sum.layers)
+    run.layers.push_back({l.layer, l.heads_before, l.heads_after, l.kv_heads_before, l.kv_heads_after, l.mlp_before, l.mlp_after, l.removed});
+  run.hidden_before = sum.hidden_before;
+  run.hidden_after = sum.hidden_after;
+  run.params_before = sum.params_before;
+  run.params_after = sum.params_after;
+  run.fraction_removed = sum.fraction_removed();
+  run.calib_loss = sum.calib_loss;
+  run.seconds = sum.seconds;
+  run.peak_rss_bytes = sum.peak_rss_bytes;
+  if (sum.by_role_before) {
+    const RoleParams &b = *sum.by_role_before, a = sum.by_role_after.value_or(RoleParams{});
+    run.params_by_role = {{"embed", {b.embed, a.embed}}, {"attention", {b.attention, a.attention}}, {"mlp", {b.mlp, a.mlp}},
+                          {"lm_head", {b.lm_head, a.lm_head}}, {"norms", {b.norms, a.norms}}};
   }
-  run.hidden_before = r.opt<int>(pj, "hidden_before", 0);
-  run.hidden_after = r.opt<int>(pj, "hidden_after", run.hidden_before);
-  run.params_before = r.get<int64_t>(pj, "params_before");
-  run.params_after = r.get<int64_t>(pj, "params_after");
-  run.fraction_removed = r.opt<double>(
-      pj, "fraction_removed", run.params_before ? 1.0 - double(run.params_after) / double(run.params_before) : 0.0);
-  run.calib_loss = r.opt<double>(pj, "calib_loss", 0.0);
-  run.seconds = r.opt<double>(pj, "seconds", 0.0);
-  run.peak_rss_bytes = r.opt<int64_t>(pj, "peak_rss_bytes", 0);
-  if (pj.contains("params_by_role_before") && pj["params_by_role_before"].is_object()) {
-    const json& b = pj["params_by_role_before"];
-    const json& a = pj.contains("params_by_role_after") ? pj["params_by_role_after"] : empty;
-    for (const char* role : {"embed", "attention", "mlp", "lm_head", "norms"})
-      if (b.contains(role)) run.params_by_role.push_back({role, {r.opt<int64_t>(b, role, 0), r.opt<int64_t>(a, role, 0)}});
-  }
-
-  // Removed units: (kind, layer, index, step) of pruning.json's "removed".
   std::set<std::tuple<std::string, int, int, int>> removed;
-  if (pj.contains("removed")) {
-    if (!pj["removed"].is_array()) throw input_error(pj_path.string(), "field 'removed' must be an array");
-    for (size_t i = 0; i < pj["removed"].size(); i++) {
-      const json& u = pj["removed"][i];
-      std::string where = "removed[" + std::to_string(i) + "]: ";
-      removed.insert({r.get<std::string>(u, "kind", where), r.get<int>(u, "layer", where), r.get<int>(u, "index", where),
-                      r.opt<int>(u, "step", 1)});
-    }
-  }
+  for (const RemovedUnit& u : sum.removed) removed.insert({u.kind, u.layer, u.index, u.step});
   run.removed_units = int(removed.size());
 
   fs::path imp_path = fs::path(dir) / "importance.json";
@@ -887,6 +833,15 @@ std::string settings_line(const ReportRun& r) {
     if (gqa) o << ", GQA unit " << esc(r.gqa_unit);
   }
   if (!r.calib.empty()) o << ", calibration text <code>" << esc(r.calib) << "</code>";
+  const PruneSettings& st = r.summary.settings;
+  if (st.allocation != "uniform") o << ", " << esc(st.allocation) << " per-layer allocation";
+  if (st.compensate != "none") {
+    o << ", compensation " << esc(st.compensate);
+    if (st.damping > 0) o << " (damping " << num(st.damping) << ")";
+  }
+  if (st.stat_samples > 0)
+    o << ", activation statistics over " << st.stat_samples << " \u00d7 " << st.stat_seq_len << " tokens of <code>"
+      << esc(st.stat_calib) << "</code>";
   return o.str();
 }
 
@@ -964,15 +919,40 @@ std::string layer_table(const ReportRun& r) {
   o << "<details><summary>Per-layer numbers (" << r.layers.size() << " layers)</summary><table class=\"layers\"><thead><tr>"
     << "<th scope=\"col\">layer</th><th scope=\"col\" class=\"num\">heads before</th><th scope=\"col\" class=\"num\">heads after</th>";
   if (gqa) o << "<th scope=\"col\" class=\"num\">KV heads before</th><th scope=\"col\" class=\"num\">KV heads after</th>";
-  o << "<th scope=\"col\" class=\"num\">MLP before</th><th scope=\"col\" class=\"num\">MLP after</th><th scope=\"col\">note</th></tr></thead><tbody>";
+  o << "<th scope=\"col\" class=\"num\">MLP before</th><th scope=\"col\" class=\"num\">MLP after</th>"
+    << "<th scope=\"col\" class=\"num\">attention ratio</th><th scope=\"col\" class=\"num\">MLP ratio</th><th scope=\"col\">note</th></tr></thead><tbody>";
   for (auto& l : r.layers) {
     o << "<tr><th scope=\"row\">" << l.layer << "</th><td class=\"num\">" << l.heads_before << "</td><td class=\"num\">" << l.heads_after
       << "</td>";
     if (gqa) o << "<td class=\"num\">" << l.kv_before << "</td><td class=\"num\">" << l.kv_after << "</td>";
-    o << "<td class=\"num\">" << l.mlp_before << "</td><td class=\"num\">" << l.mlp_after << "</td><td>"
-      << (l.removed ? "block removed" : "") << "</td></tr>";
+    const double attn_ratio = l.heads_before ? 1.0 - double(l.heads_after) / l.heads_before : 0.0;
+    const double mlp_ratio = l.mlp_before ? 1.0 - double(l.mlp_after) / l.mlp_before : 0.0;
+    o << "<td class=\"num\">" << l.mlp_before << "</td><td class=\"num\">" << l.mlp_after << "</td><td class=\"num\">"
+      << fixed(attn_ratio, 3) << "</td><td class=\"num\">" << fixed(mlp_ratio, 3) << "</td><td>" << (l.removed ? "block removed" : "")
+      << "</td></tr>";
   }
   o << "</tbody></table></details>\n";
+  return o.str();
+}
+
+// --compensate: each refitted projection's relative output error on the calibration set,
+// before (the kept columns as they are) and after the refit.
+std::string compensation_table(const ReportRun& r) {
+  const PruneSummary& s = r.summary;
+  std::ostringstream o;
+  o << "<table class=\"compensation\"><caption>Compensation (" << esc(s.settings.compensate)
+    << "): relative output error \u03a3\u2016y \u2212 y\u2032\u2016\u00b2 / \u03a3\u2016y\u2016\u00b2 of each pruned projection"
+    << (s.compensation_seconds ? ", " + fixed(*s.compensation_seconds, 1) + " s" : "") << "</caption><thead><tr>"
+    << "<th scope=\"col\">layer</th><th scope=\"col\" class=\"num\">o_proj plain</th><th scope=\"col\" class=\"num\">o_proj "
+       "compensated</th><th scope=\"col\" class=\"num\">down_proj plain</th><th scope=\"col\" class=\"num\">down_proj "
+       "compensated</th></tr></thead><tbody>";
+  auto cells = [&](const ModuleError& m) {
+    if (!m.pruned) return std::string("<td class=\"num\">\u2014</td><td class=\"num\">\u2014</td>");
+    return "<td class=\"num\">" + fixed(m.plain, 5) + "</td><td class=\"num\">" + fixed(m.compensated, 5) + "</td>";
+  };
+  for (const LayerCompensationErrors& c : s.compensation)
+    o << "<tr><th scope=\"row\">" << c.layer << "</th>" << cells(c.o_proj) << cells(c.down_proj) << "</tr>";
+  o << "</tbody></table>\n";
   return o.str();
 }
 
@@ -1206,6 +1186,10 @@ void run_section(Doc& doc, const ReportRun& r, size_t idx) {
              "Attention heads per layer: kept (solid) and removed (hatched). Hover a bar for its numbers.");
   doc.figure(layer_bars_chart(doc, r, idx, false), "MLP width (intermediate channels) per layer: kept (solid) and removed (hatched).");
   doc.body << layer_table(r);
+  if (!r.summary.compensation.empty()) {
+    doc.body << "<h3>Compensation</h3>\n";
+    doc.body << compensation_table(r);
+  }
 
   if (r.has_importance) {
     std::vector<std::string> kinds;

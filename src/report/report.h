@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "prune/summary.h"
+
 namespace llmprune {
 
 // One model row of an `eval --json` output.
@@ -62,6 +64,7 @@ struct ReportRun {
   std::vector<ReportUnit> units;  // from importance.json, removed flags set from pruning.json
   std::vector<ReportEvalRow> evals;
   std::vector<std::string> notes;  // shown in the run's section (e.g. "no importance.json")
+  PruneSummary summary;            // pruning.json as read (the fields above are copied from it)
 };
 
 // Reads a run directory. `spec` is DIR or NAME=DIR (NAME labels the run; default: DIR's name).
