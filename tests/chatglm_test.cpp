@@ -23,6 +23,7 @@
 #include "model/gguf_model.h"
 #include "prune/compensate.h"
 #include "prune/surgery.h"
+#include "bf16_check.h"
 #include "test_util.h"
 #include "train/lora.h"
 
@@ -515,6 +516,15 @@ std::filesystem::path write_glm_dir(const std::string& tag) {
   save_model_files(m, dir, DType::BF16, "");
   std::filesystem::copy_file(test::fixture_model("kjv-llama-mha") / "tokenizer.model", dir / "tokenizer.model");
   return dir;
+}
+
+// --compute bf16 on the fused layout (query_key_value, dense_h_to_4h as role views), consecutive
+// rotary pairs, GQA and every bias add_qkv_bias / add_bias_linear give (bf16_check.h).
+TEST(Chatglm, Bf16ComputeOnFusedLayoutWithBiases) {
+  GlmSpec s = glm_spec(2, 4, 2, 24);
+  s.linear_bias = true;
+  s.dtype = DType::BF16;
+  test::expect_bf16_compute_consistent(make_glm(s));
 }
 
 TEST(ChatglmTokenizer, SpecialsAfterThePiecesAndPrefix) {
