@@ -86,16 +86,19 @@ Vec ref_rope(const Vec& x, const std::vector<int32_t>& pos, const std::vector<fl
       }
   return y;
 }
-Vec ref_attention(const Vec& q, const Vec& kk, const Vec& v, int B, int T, int H, int KVH, int D) {
+// prefix (optional, [B]): query i of sequence b sees key j when j <= i or j < prefix[b] (GLM v1).
+Vec ref_attention(const Vec& q, const Vec& kk, const Vec& v, int B, int T, int H, int KVH, int D,
+                  const std::vector<int32_t>* prefix = nullptr) {
   Vec out(size_t(B) * T * H * D, 0.0);
   int rep = H / KVH;
   for (int b = 0; b < B; b++)
     for (int h = 0; h < H; h++)
       for (int i = 0; i < T; i++) {
         int g = h / rep;
-        std::vector<double> s(size_t(i) + 1);
+        const int last = prefix ? std::min(T - 1, std::max(i, (*prefix)[size_t(b)] - 1)) : i;
+        std::vector<double> s(size_t(last) + 1);
         double mx = -1e300;
-        for (int j = 0; j <= i; j++) {
+        for (int j = 0; j <= last; j++) {
           double d = 0;
           for (int e = 0; e < D; e++)
             d += q[((size_t(b) * T + i) * H + h) * D + e] * kk[((size_t(b) * T + j) * KVH + g) * D + e];
@@ -106,7 +109,7 @@ Vec ref_attention(const Vec& q, const Vec& kk, const Vec& v, int B, int T, int H
         for (auto& x : s) { x = std::exp(x - mx); sum += x; }
         for (int e = 0; e < D; e++) {
           double acc = 0;
-          for (int j = 0; j <= i; j++) acc += s[size_t(j)] / sum * v[((size_t(b) * T + j) * KVH + g) * D + e];
+          for (int j = 0; j <= last; j++) acc += s[size_t(j)] / sum * v[((size_t(b) * T + j) * KVH + g) * D + e];
           out[((size_t(b) * T + i) * H + h) * D + e] = acc;
         }
       }
@@ -215,6 +218,82 @@ TEST(Kernels, RopePairsPartialForwardBackward) {
   EXPECT_TRUE(close(g, numeric_grad([&](const Vec& xx) { return ref_rope_pairs(xx, pos, cs, sn, N, H, D, rot); }, x, dout), 1e-4, 1e-4));
 }
 
+Vec ref_layernorm(const Vec& x, const Vec& w, const Vec& b, int N, int C, double eps) {
+  Vec y(x.size());
+  for (int n = 0; n < N; n++) {
+    double mu = 0, var = 0;
+    for (int c = 0; c < C; c++) mu += x[size_t(n) * C + c] / C;
+    for (int c = 0; c < C; c++) var += (x[size_t(n) * C + c] - mu) * (x[size_t(n) * C + c] - mu) / C;
+    for (int c = 0; c < C; c++) y[size_t(n) * C + c] = (x[size_t(n) * C + c] - mu) / std::sqrt(var + eps) * w[size_t(c)] + b[size_t(c)];
+  }
+  return y;
+}
+
+TEST(Kernels, LayerNormForwardBackward) {
+  const int N = 3, C = 7;
+  const double eps = 1e-5;
+  Vec x = rand_d(N * C, 14), w = rand_d(C, 15), b = rand_d(C, 16), dout = rand_d(N * C, 17);
+  for (int c = 0; c < C; c++) x[size_t(C + c)] += 3.0;  // a row with a large mean
+  auto xf = to_f(x), wf = to_f(w), bf = to_f(b), df = to_f(dout);
+  std::vector<float> y(N * C), mean(N), rstd(N);
+  k::layernorm_forward(y.data(), mean.data(), rstd.data(), xf.data(), wf.data(), bf.data(), N, C, float(eps));
+  EXPECT_TRUE(close(y, ref_layernorm(x, w, b, N, C, eps), 1e-5, 1e-5));
+  std::vector<float> dx(N * C, 0.5f), dw(C, 0.25f), db(C, -1.0f);  // accumulates onto what is there
+  k::layernorm_backward(dx.data(), dw.data(), db.data(), df.data(), xf.data(), wf.data(), mean.data(), rstd.data(), N, C);
+  Vec gx = numeric_grad([&](const Vec& xx) { return ref_layernorm(xx, w, b, N, C, eps); }, x, dout);
+  Vec gw = numeric_grad([&](const Vec& ww) { return ref_layernorm(x, ww, b, N, C, eps); }, w, dout);
+  Vec gb = numeric_grad([&](const Vec& bb) { return ref_layernorm(x, w, bb, N, C, eps); }, b, dout);
+  for (auto& g : gx) g += 0.5;
+  for (auto& g : gw) g += 0.25;
+  for (auto& g : gb) g -= 1.0;
+  EXPECT_TRUE(close(dx, gx, 1e-4, 1e-4));
+  EXPECT_TRUE(close(dw, gw, 1e-4, 1e-4));
+  EXPECT_TRUE(close(db, gb, 1e-4, 1e-4));
+  // Without a bias the forward is the same minus b.
+  std::vector<float> y0(N * C);
+  k::layernorm_forward(y0.data(), nullptr, nullptr, xf.data(), wf.data(), nullptr, N, C, float(eps));
+  for (int i = 0; i < N * C; i++) EXPECT_NEAR(y0[size_t(i)] + bf[size_t(i % C)], y[size_t(i)], 1e-6);
+}
+
+// GLM's 2D rotary: each half of a head is a rotate-half RoPE on D/2 dims, the first driven by
+// the positions, the second by the block positions.
+Vec ref_rope_2d(const Vec& x, const std::vector<int32_t>& pos, const std::vector<int32_t>& bpos, const std::vector<float>& cs,
+                const std::vector<float>& sn, int N, int H, int D) {
+  Vec y = x;
+  const int R = D / 2, q = D / 4;
+  for (int n = 0; n < N; n++)
+    for (int h = 0; h < H; h++)
+      for (int part = 0; part < 2; part++) {
+        const int p = part ? bpos[size_t(n)] : pos[size_t(n)];
+        const size_t base = (size_t(n) * H + h) * D + size_t(part) * R;
+        for (int i = 0; i < R; i++) {
+          const int fi = i % q;
+          double c = cs[size_t(p) * q + fi], s = sn[size_t(p) * q + fi];
+          double rot = i < q ? -x[base + i + q] : x[base + i - q];
+          y[base + i] = x[base + i] * c + rot * s;
+        }
+      }
+  return y;
+}
+
+TEST(Kernels, Rope2dForwardBackward) {
+  const int N = 4, H = 3, D = 8, maxp = 10;
+  std::vector<float> cs, sn;
+  rope_tables(maxp, D / 2, cs, sn);
+  std::vector<int32_t> pos = {0, 1, 2, 2}, bpos = {0, 0, 1, 5};
+  Vec x = rand_d(N * H * D, 41), dout = rand_d(N * H * D, 42);
+  auto xf = to_f(x);
+  k::rope_2d_forward(xf.data(), pos.data(), bpos.data(), cs.data(), sn.data(), N, H, D);
+  EXPECT_TRUE(close(xf, ref_rope_2d(x, pos, bpos, cs, sn, N, H, D), 1e-5, 1e-5));
+  // Row 0 has both positions 0 (identity); row 3 moves both halves by different angles.
+  for (int i = 0; i < H * D; i++) EXPECT_EQ(xf[size_t(i)], float(x[size_t(i)]));
+  const auto swapped = ref_rope_2d(x, bpos, pos, cs, sn, N, H, D);
+  EXPECT_FALSE(close(xf, swapped, 1e-5, 1e-5));
+  auto g = to_f(dout);
+  k::rope_2d_backward(g.data(), pos.data(), bpos.data(), cs.data(), sn.data(), N, H, D);
+  EXPECT_TRUE(close(g, numeric_grad([&](const Vec& xx) { return ref_rope_2d(xx, pos, bpos, cs, sn, N, H, D); }, x, dout), 1e-4, 1e-4));
+}
+
 class AttentionTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(AttentionTest, ForwardBackward) {
@@ -234,6 +313,30 @@ TEST_P(AttentionTest, ForwardBackward) {
 }
 
 INSTANTIATE_TEST_SUITE_P(MhaAndGqa, AttentionTest, ::testing::Values(std::make_tuple(2, 2), std::make_tuple(4, 2), std::make_tuple(4, 1)));
+
+// GLM v1's prefix-bidirectional mask: sequence 0 opens its first 3 keys to every query, sequence
+// 1 none (plain causal); a prefix of 1 is causal too (key 0 is always visible).
+TEST(Kernels, AttentionPrefixMaskForwardBackward) {
+  const int B = 3, T = 5, H = 4, KVH = 2, D = 4;
+  const std::vector<int32_t> prefix = {3, 0, 1};
+  Vec q = rand_d(size_t(B) * T * H * D, 35), kk = rand_d(size_t(B) * T * KVH * D, 36), v = rand_d(size_t(B) * T * KVH * D, 37);
+  Vec dout = rand_d(size_t(B) * T * H * D, 38);
+  auto qf = to_f(q), kf = to_f(kk), vf = to_f(v), df = to_f(dout);
+  std::vector<float> out(q.size()), probs(size_t(B) * H * T * T), causal(q.size());
+  k::attention_forward(out.data(), probs.data(), qf.data(), kf.data(), vf.data(), B, T, T, 0, H, KVH, D, KVH * D, prefix.data());
+  EXPECT_TRUE(close(out, ref_attention(q, kk, v, B, T, H, KVH, D, &prefix), 1e-5, 1e-4));
+  // The mask matters: query 0 of sequence 0 differs from the causal pass, sequences 1 and 2 do not.
+  k::attention_forward(causal.data(), nullptr, qf.data(), kf.data(), vf.data(), B, T, T, 0, H, KVH, D, KVH * D);
+  EXPECT_GT(std::abs(out[0] - causal[0]), 1e-3);
+  for (size_t i = size_t(T) * H * D; i < out.size(); i++) ASSERT_EQ(out[i], causal[i]);
+  std::vector<float> dq(q.size(), 0), dk(kk.size(), 0), dv(v.size(), 0);
+  k::attention_backward(dq.data(), dk.data(), dv.data(), df.data(), qf.data(), kf.data(), vf.data(), probs.data(), B, T, H, KVH, D,
+                        prefix.data());
+  auto f = [&](const Vec& qq, const Vec& kx, const Vec& vx) { return ref_attention(qq, kx, vx, B, T, H, KVH, D, &prefix); };
+  EXPECT_TRUE(close(dq, numeric_grad([&](const Vec& x) { return f(x, kk, v); }, q, dout), 1e-4, 1e-3));
+  EXPECT_TRUE(close(dk, numeric_grad([&](const Vec& x) { return f(q, x, v); }, kk, dout), 1e-4, 1e-3));
+  EXPECT_TRUE(close(dv, numeric_grad([&](const Vec& x) { return f(q, kk, x); }, v, dout), 1e-4, 1e-3));
+}
 
 TEST(Kernels, AttentionWithCacheMatchesFullSequence) {
   // Decoding token by token through a KV cache must equal the full causal pass.
@@ -266,6 +369,24 @@ TEST(Kernels, SwiGLUForwardBackward) {
   k::swiglu_backward(dg.data(), du.data(), df.data(), gf.data(), uf.data(), n);
   EXPECT_TRUE(close(dg, numeric_grad([&](const Vec& x) { return ref_swiglu(x, u); }, g, dout), 1e-4, 1e-4));
   EXPECT_TRUE(close(du, numeric_grad([&](const Vec& x) { return ref_swiglu(g, x); }, u, dout), 1e-4, 1e-4));
+}
+
+Vec ref_gelu_tanh(const Vec& x) {
+  Vec h(x.size());
+  for (size_t i = 0; i < x.size(); i++)
+    h[i] = 0.5 * x[i] * (1 + std::tanh(std::sqrt(2 / M_PI) * (x[i] + 0.044715 * x[i] * x[i] * x[i])));
+  return h;
+}
+
+TEST(Kernels, GeluTanhForwardBackward) {
+  const size_t n = 23;
+  Vec x = rand_d(n, 54, 4.0), dout = rand_d(n, 55);
+  auto xf = to_f(x), df = to_f(dout);
+  std::vector<float> h(n), dx(n, 0);
+  k::gelu_tanh_forward(h.data(), xf.data(), n);
+  EXPECT_TRUE(close(h, ref_gelu_tanh(x), 1e-6, 1e-5));
+  k::gelu_tanh_backward(dx.data(), df.data(), xf.data(), n);
+  EXPECT_TRUE(close(dx, numeric_grad(ref_gelu_tanh, x, dout), 1e-4, 1e-4));
 }
 
 TEST(Kernels, EmbeddingForwardBackward) {

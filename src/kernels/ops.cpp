@@ -131,6 +131,66 @@ void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* in
       for (int c = 0; c < C; c++) dw[c] += dw_local[size_t(t) * C + c];
 }
 
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b, int N,
+                       int C, float eps) {
+#pragma omp parallel for if (size_t(N) * C > kParallelMin)
+  for (int n = 0; n < N; n++) {
+    const float* x = inp + size_t(n) * C;
+    float* y = out + size_t(n) * C;
+    double s = 0;
+    for (int c = 0; c < C; c++) s += x[c];
+    const double mu = s / C;
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += (x[c] - mu) * (x[c] - mu);
+    const float r = float(1.0 / std::sqrt(ss / C + eps)), m = float(mu);
+    if (mean) mean[n] = m;
+    if (rstd) rstd[n] = r;
+    for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * w[c] + (b ? b[c] : 0.0f);
+  }
+}
+
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                        const float* mean, const float* rstd, int N, int C) {
+  // xhat = (x-mu)*r, y = xhat*w + b  =>  dx = r * (g - mean(g) - xhat * mean(g*xhat)), g = dy*w
+  int nthreads = omp_get_max_threads();
+  const bool params = dw || db;
+  std::vector<float> local(params ? size_t(nthreads) * 2 * C : 0, 0.0f);
+#pragma omp parallel
+  {
+    int tid = omp_get_thread_num();
+    float* dwl = params ? local.data() + size_t(tid) * 2 * C : nullptr;
+    float* dbl = params ? dwl + C : nullptr;
+#pragma omp for
+    for (int n = 0; n < N; n++) {
+      const float* x = inp + size_t(n) * C;
+      const float* dy = dout + size_t(n) * C;
+      const float r = rstd[n], mu = mean[n];
+      if (dinp) {
+        double sg = 0, sgx = 0;
+        for (int c = 0; c < C; c++) {
+          const double g = double(dy[c]) * w[c];
+          sg += g;
+          sgx += g * (x[c] - mu) * r;
+        }
+        const float mg = float(sg / C), mgx = float(sgx / C);
+        float* dx = dinp + size_t(n) * C;
+        for (int c = 0; c < C; c++) dx[c] += r * (dy[c] * w[c] - mg - (x[c] - mu) * r * mgx);
+      }
+      if (params)
+        for (int c = 0; c < C; c++) {
+          dwl[c] += dy[c] * (x[c] - mu) * r;
+          dbl[c] += dy[c];
+        }
+    }
+  }
+  if (params)
+    for (int t = 0; t < nthreads; t++)
+      for (int c = 0; c < C; c++) {
+        if (dw) dw[c] += local[size_t(t) * 2 * C + c];
+        if (db) db[c] += local[size_t(t) * 2 * C + C + c];
+      }
+}
+
 // HF rotate-half: for i < D/2, (x_i, x_{i+D/2}) rotates by angle(p, i).
 // Rotates pairs (a_i, b_i), i < rot/2, of each head by angle(pos, i): rotate-half pairs
 // (i, i + rot/2) or consecutive pairs (2i, 2i+1). sign -1 rotates back (the backward).
@@ -173,8 +233,20 @@ void rope_pairs_backward(float* dx, const int32_t* pos, const float* cos_t, cons
   rope_apply(dx, pos, cos_t, sin_t, N, n_heads, D, rot, true, -1.0f);
 }
 
+void rope_2d_forward(float* x, const int32_t* pos, const int32_t* block_pos, const float* cos_t, const float* sin_t,
+                     int N, int n_heads, int D) {
+  rope_apply(x, pos, cos_t, sin_t, N, n_heads, D, D / 2, false, 1.0f);
+  rope_apply(x + D / 2, block_pos, cos_t, sin_t, N, n_heads, D, D / 2, false, 1.0f);
+}
+
+void rope_2d_backward(float* dx, const int32_t* pos, const int32_t* block_pos, const float* cos_t, const float* sin_t,
+                      int N, int n_heads, int D) {
+  rope_apply(dx, pos, cos_t, sin_t, N, n_heads, D, D / 2, false, -1.0f);
+  rope_apply(dx + D / 2, block_pos, cos_t, sin_t, N, n_heads, D, D / 2, false, -1.0f);
+}
+
 void attention_forward(float* out, float* probs, const float* q, const float* k, const float* v, int B, int Tq,
-                       int Tk, int pos0, int H, int KVH, int D, int kv_stride) {
+                       int Tk, int pos0, int H, int KVH, int D, int kv_stride, const int32_t* prefix) {
   const int rep = H / KVH;
   const float scale = 1.0f / std::sqrt(float(D));
   const int qs = H * D;
@@ -194,7 +266,8 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, D, scale, qb, qs, kb, kv_stride, 0.0f, S, Tk);
         for (int i = 0; i < Tq; i++) {
           float* row = S + size_t(i) * Tk;
-          int last = std::min(Tk - 1, pos0 + i);  // causal: keys 0..pos0+i
+          // causal: keys 0..pos0+i; GLM's prefix: also every key before prefix[b]
+          int last = std::min(Tk - 1, std::max(pos0 + i, prefix ? prefix[b] - 1 : 0));
           float mx = -INFINITY;
           for (int j = 0; j <= last; j++) mx = std::max(mx, row[j]);
           float sum = 0;
@@ -213,7 +286,8 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* probs, int B, int T, int H, int KVH, int D) {
+                        const float* v, const float* probs, int B, int T, int H, int KVH, int D,
+                        const int32_t* prefix) {
   const int rep = H / KVH;
   const float scale = 1.0f / std::sqrt(float(D));
   const int qs = H * D, ks = KVH * D;
@@ -240,10 +314,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           for (int i = 0; i < T; i++) {
             const float* p = P + size_t(i) * T;
             float* d = dP.data() + size_t(i) * T;
+            const int last = std::min(T - 1, std::max(i, prefix ? prefix[b] - 1 : 0));  // as in the forward
             float dot = 0;
-            for (int j = 0; j <= i; j++) dot += p[j] * d[j];
-            for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
-            for (int j = i + 1; j < T; j++) d[j] = 0.0f;
+            for (int j = 0; j <= last; j++) dot += p[j] * d[j];
+            for (int j = 0; j <= last; j++) d[j] = p[j] * (d[j] - dot) * scale;
+            for (int j = last + 1; j < T; j++) d[j] = 0.0f;
           }
           // dQ += dS K ; dK += dS^T Q
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, dP.data(), T, kb, ks, 1.0f, dqb, qs);
@@ -269,6 +344,25 @@ void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gat
     float silu = g * sig;
     dup[i] += dh[i] * silu;
     dgate[i] += dh[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+  }
+}
+
+void gelu_tanh_forward(float* h, const float* x, size_t n) {
+  constexpr float k0 = 0.7978845608028654f, k1 = 0.044715f;
+#pragma omp parallel for if (n > kParallelMin)
+  for (size_t i = 0; i < n; i++) {
+    const float v = x[i];
+    h[i] = 0.5f * v * (1.0f + std::tanh(k0 * (v + k1 * v * v * v)));
+  }
+}
+
+void gelu_tanh_backward(float* dx, const float* dh, const float* x, size_t n) {
+  constexpr float k0 = 0.7978845608028654f, k1 = 0.044715f;
+#pragma omp parallel for if (n > 4096)
+  for (size_t i = 0; i < n; i++) {
+    const float v = x[i];
+    const float t = std::tanh(k0 * (v + k1 * v * v * v));
+    dx[i] += dh[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * k0 * (1.0f + 3.0f * k1 * v * v));
   }
 }
 

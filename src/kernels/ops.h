@@ -35,6 +35,14 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, 
 void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w, const float* rstd,
                       int N, int C);
 
+// out = (inp - mean) * rstd * w + b with rstd = 1/sqrt(var(inp) + eps), per row.   (nn.LayerNorm)
+// mean/rstd [N] (optional in the forward) keep the row statistics for the backward.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b, int N,
+                       int C, float eps);
+// dinp[N,C] += ..., dw[C] += sum dy*xhat, db[C] += sum dy. Null pointers skip.
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                        const float* mean, const float* rstd, int N, int C);
+
 // Rotate-half RoPE in place on x[N, n_heads*D]; row n has position pos[n].
 // cos/sin tables are [max_pos, D/2]: angle(p, i) = p * inv_freq[i].
 void rope_forward(float* x, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads, int D);
@@ -50,19 +58,35 @@ void rope_pairs_forward(float* x, const int32_t* pos, const float* cos_t, const 
 void rope_pairs_backward(float* dx, const int32_t* pos, const float* cos_t, const float* sin_t, int N, int n_heads,
                          int D, int rot);
 
+// GLM's 2D RoPE (ChatGLM-6B v1) in place on x[N, n_heads*D]: dims [0, D/2) of each head rotate
+// rotate-half style (pairs (i, i + D/4)) by angle pos[n] * inv_freq[i], dims [D/2, D) the same way
+// by block_pos[n]. cos/sin tables are [max_pos, D/4].
+void rope_2d_forward(float* x, const int32_t* pos, const int32_t* block_pos, const float* cos_t, const float* sin_t,
+                     int N, int n_heads, int D);
+// Backward: the inverse rotation of dx, in place.
+void rope_2d_backward(float* dx, const int32_t* pos, const int32_t* block_pos, const float* cos_t, const float* sin_t,
+                      int N, int n_heads, int D);
+
 // Causal attention with GQA over B sequences.
 // q [B, Tq, H, D] (row stride H*D), k/v [B, Tk, KVH, D] (row stride kv_stride, >= KVH*D, so a KV
 // cache with spare capacity works), out [B, Tq, H, D]. Query i sits at absolute position
 // pos0 + i and sees keys 0..pos0+i. probs (optional, [B, H, Tq, Tk]) keeps the softmax for backward.
+// prefix (optional, [B]): GLM's prefix-bidirectional mask, every query of sequence b also sees
+// keys 0..prefix[b]-1 (the prompt up to and excluding `sop`), i.e. keys 0..max(pos0+i, prefix-1).
 void attention_forward(float* out, float* probs, const float* q, const float* k, const float* v, int B, int Tq,
-                       int Tk, int pos0, int H, int KVH, int D, int kv_stride);
-// Backward for pos0 = 0, Tq = Tk = T, kv_stride = KVH*D; dq/dk/dv accumulate.
+                       int Tk, int pos0, int H, int KVH, int D, int kv_stride, const int32_t* prefix = nullptr);
+// Backward for pos0 = 0, Tq = Tk = T, kv_stride = KVH*D (prefix as in the forward); dq/dk/dv accumulate.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* probs, int B, int T, int H, int KVH, int D);
+                        const float* v, const float* probs, int B, int T, int H, int KVH, int D,
+                        const int32_t* prefix = nullptr);
 
 // h = silu(gate) * up, elementwise over n.                              (SwiGLU)
 void swiglu_forward(float* h, const float* gate, const float* up, size_t n);
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, size_t n);
+
+// h = gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise.  (GLM v1's MLP)
+void gelu_tanh_forward(float* h, const float* x, size_t n);
+void gelu_tanh_backward(float* dx, const float* dh, const float* x, size_t n);
 
 // out[N,C] = table[tokens[n], :] (table stored as fp32).
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C);
