@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "model/hf_code.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "model_factory.h"
 #include "test_util.h"
@@ -65,6 +66,7 @@ std::map<fs::path, std::set<std::string>> python_classes(const std::vector<fs::p
 Model ragged_model(const std::string& model_type) {
   auto spec = test::RandomModelSpec::uniform(3, 4, 2, 24);
   spec.model_type = model_type;
+  spec.qkv_bias = model_type == "chatglm";  // ChatGLM2/3's add_qkv_bias
   spec.layers[1] = LayerConfig{2, 1, 0, 24};  // fewer heads and KV heads
   spec.layers[2] = LayerConfig{4, 2, 0, 10};  // narrower MLP
   return test::make_random_model(spec);
@@ -88,7 +90,7 @@ void expect_auto_map_resolves(const fs::path& dir, const json& auto_map) {
 
 TEST(HfCode, RaggedSaveWritesParsableCodeNamedByAutoMap) {
   if (!have_python3()) GTEST_SKIP() << "no python3 to parse the written code";
-  for (const char* type : {"llama", "mistral", "qwen2"}) {
+  for (const char* type : {"llama", "mistral", "qwen2", "chatglm"}) {
     SCOPED_TRACE(type);
     Model m = ragged_model(type);
     ASSERT_FALSE(m.cfg.uniform());
@@ -130,6 +132,75 @@ TEST(HfCode, PerLayerSizesInConfigAreTheTensors) {
   EXPECT_EQ(cfg["num_attention_heads"], 4);
   EXPECT_EQ(cfg["intermediate_size"], 24);
   EXPECT_EQ(hd, 8);
+}
+
+// ChatGLM: THUDM's names, the fused tensors' rows are the per-layer sizes the code builds
+// (query_key_value = (heads + 2 groups) x kv_channels, dense_h_to_4h = 2 x ffn_hidden_size).
+TEST(HfCode, ChatglmPerLayerSizesInConfigAreTheFusedTensors) {
+  Model m = ragged_model("chatglm");
+  auto dir = test::temp_dir("glm-sizes");
+  save_model_files(m, dir, DType::F32, {});
+  json cfg = read_json(dir / "config.json");
+  EXPECT_EQ(cfg["auto_map"]["AutoModel"], "modeling_llmprune.LlmpruneChatGLMModel");
+  SafetensorsFile f = SafetensorsFile::open(dir / "model.safetensors");
+  const json& layers = cfg.at("llmprune_layers");
+  const int64_t hd = cfg.at("kv_channels").get<int64_t>();
+  ASSERT_EQ(layers.size(), m.layers.size());
+  for (size_t l = 0; l < layers.size(); l++) {
+    SCOPED_TRACE(l);
+    const std::string p = "transformer.encoder.layers." + std::to_string(l) + ".";
+    const int64_t heads = layers[l].at("num_attention_heads").get<int64_t>();
+    const int64_t groups = layers[l].at("multi_query_group_num").get<int64_t>();
+    const int64_t ffn = layers[l].at("ffn_hidden_size").get<int64_t>();
+    EXPECT_EQ(f.tensors.at(p + "self_attention.query_key_value.weight").shape[0], (heads + 2 * groups) * hd);
+    EXPECT_EQ(f.tensors.at(p + "self_attention.query_key_value.bias").shape[0], (heads + 2 * groups) * hd);
+    EXPECT_EQ(f.tensors.at(p + "self_attention.dense.weight").shape[1], heads * hd);
+    EXPECT_EQ(f.tensors.at(p + "mlp.dense_h_to_4h.weight").shape[0], 2 * ffn);
+    EXPECT_EQ(f.tensors.at(p + "mlp.dense_4h_to_h.weight").shape[1], ffn);
+    EXPECT_EQ(heads, m.cfg.layers[l].n_head);
+    EXPECT_EQ(groups, m.cfg.layers[l].n_kv_head);
+    EXPECT_EQ(ffn, m.cfg.layers[l].d_ff);
+  }
+  EXPECT_EQ(cfg["num_attention_heads"], 4);  // the largest layer's
+  EXPECT_EQ(cfg["multi_query_group_num"], 2);
+  EXPECT_EQ(cfg["ffn_hidden_size"], 24);
+}
+
+// transformers has no chatglm class and THUDM's modeling_chatglm.py is not copied: a uniform
+// ChatGLM save carries llmprune's code too, in place of the checkpoint's own model entries; the
+// tokenizer's Python named by tokenizer_config.json is copied from the input.
+TEST(HfCode, UniformChatglmCarriesTheCodeInPlaceOfThudms) {
+  if (!have_python3()) GTEST_SKIP() << "no python3 to parse the written code";
+  Model m = test::make_random_model([] {
+    auto spec = test::RandomModelSpec::uniform(2, 4, 2, 24);
+    spec.model_type = "chatglm";
+    return spec;
+  }());
+  ASSERT_TRUE(m.cfg.uniform());
+  m.cfg.raw["auto_map"] = {{"AutoConfig", "configuration_chatglm.ChatGLMConfig"},
+                           {"AutoModel", "modeling_chatglm.ChatGLMForConditionalGeneration"},
+                           {"AutoModelForCausalLM", "modeling_chatglm.ChatGLMForConditionalGeneration"},
+                           {"AutoModelForSeq2SeqLM", "modeling_chatglm.ChatGLMForConditionalGeneration"},
+                           {"AutoModelForSequenceClassification", "modeling_chatglm.ChatGLMForSequenceClassification"}};
+  auto src = test::temp_dir("glm-src");
+  {
+    std::ofstream(src / "tokenizer_config.json")
+        << R"({"auto_map": {"AutoTokenizer": ["tokenization_chatglm.ChatGLMTokenizer", null]}, "padding_side": "left"})";
+    std::ofstream(src / "tokenization_chatglm.py") << "class ChatGLMTokenizer:\n    pass\n";
+    std::ofstream(src / "modeling_chatglm.py") << "raise ImportError('THUDM code: not copied')\n";
+  }
+  auto dir = test::temp_dir("glm-uniform");
+  save_model_files(m, dir, DType::F32, src);
+  json cfg = read_json(dir / "config.json");
+  EXPECT_FALSE(cfg.contains("llmprune_layers"));
+  EXPECT_EQ(cfg["auto_map"], (json{{"AutoConfig", "configuration_llmprune.LlmpruneChatGLMConfig"},
+                                   {"AutoModel", "modeling_llmprune.LlmpruneChatGLMModel"},
+                                   {"AutoModelForCausalLM", "modeling_llmprune.LlmpruneChatGLMForCausalLM"}}));
+  expect_auto_map_resolves(dir, cfg["auto_map"]);
+  EXPECT_EQ(read_text(dir / "tokenization_chatglm.py"), read_text(src / "tokenization_chatglm.py"));
+  EXPECT_FALSE(fs::exists(dir / "modeling_chatglm.py"));
+  Model r = Model::load(dir);
+  EXPECT_EQ(r.cfg.layers, m.cfg.layers);
 }
 
 TEST(HfCode, UniformModelKeepsThePlainConfig) {

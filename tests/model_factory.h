@@ -1,10 +1,12 @@
 #pragma once
 // Small random models built in memory (Model::from_tensors), for tests that need a specific
-// architecture variant: MHA / GQA, tied embeddings, q/k/v biases, ragged layers, any dtype.
+// architecture variant: MHA / GQA, tied embeddings, q/k/v biases, ragged layers, any dtype, any
+// registered family (model_type "chatglm", "phi3": fused tensors in their stored layout).
 //
 //   auto m = llmprune::test::make_random_model(llmprune::test::RandomModelSpec::uniform(2, 4, 2, 48));
 //   spec.layers[1].d_ff = 20;  // ragged
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -20,11 +22,11 @@
 namespace llmprune::test {
 
 struct RandomModelSpec {
-  std::string model_type = "llama";  // "qwen2" ships q/k/v biases
+  std::string model_type = "llama";  // "qwen2" ships q/k/v biases; any registered family
   int hidden = 32, vocab = 64, head_dim = 8, max_pos = 128;
   std::vector<LayerConfig> layers;   // n_head, n_kv_head, d_ff per layer (head_dim from above)
   bool tied = false;
-  bool qkv_bias = false;             // q/k/v biases without a config key (implied by qwen2)
+  bool qkv_bias = false;             // q/k/v biases (implied by qwen2; ChatGLM: add_qkv_bias)
   bool attention_bias = false;       // config.json attention_bias: q, k, v and o biases (llama)
   bool mlp_bias = false;             // config.json mlp_bias: gate, up and down biases (llama)
   DType dtype = DType::F32;          // storage dtype of every tensor
@@ -46,26 +48,35 @@ inline Tensor random_tensor(std::vector<int64_t> shape, DType dtype, std::mt1993
   return dtype == DType::F32 ? f : f.converted(dtype);
 }
 
+// Config and tensors are built from the family's description (arch/arch.h): its config keys,
+// tensor names and fused tensors (ChatGLM's query_key_value / Phi-3's qkv_proj get their parts
+// concatenated), so every registered model_type can be made.
 inline Model make_random_model(const RandomModelSpec& s) {
+  const ArchDesc& a = arch_for_model_type(s.model_type, "random-model/config.json");
+  const ConfigKeys& k = a.keys;
   nlohmann::json j = {{"model_type", s.model_type},
-                      {"hidden_size", s.hidden},
-                      {"num_hidden_layers", int(s.layers.size())},
-                      {"vocab_size", s.vocab},
-                      {"num_attention_heads", s.layers.at(0).n_head},
-                      {"num_key_value_heads", s.layers.at(0).n_kv_head},
-                      {"head_dim", s.head_dim},
-                      {"intermediate_size", s.layers.at(0).d_ff},
-                      {"max_position_embeddings", s.max_pos},
-                      {"rms_norm_eps", 1e-5},
-                      {"rope_theta", 10000.0},
+                      {k.hidden.front(), s.hidden},
+                      {k.n_layer.front(), int(s.layers.size())},
+                      {k.vocab.front(), s.vocab},
+                      {k.n_head.front(), s.layers.at(0).n_head},
+                      {k.n_kv_head.front(), s.layers.at(0).n_kv_head},
+                      {k.head_dim.front(), s.head_dim},
+                      {k.d_ff.front(), s.layers.at(0).d_ff},
+                      {k.max_pos.front(), s.max_pos},
+                      {k.eps.front(), 1e-5},
                       {"hidden_act", "silu"},
                       {"tie_word_embeddings", s.tied},
                       {"bos_token_id", 1},
                       {"eos_token_id", 2}};
+  if (k.rope_theta) j[k.rope_theta] = 10000.0;
+  if (k.kv_heads_enabled) j[k.kv_heads_enabled] = true;
+  for (const ConfigRequirement& r : a.requirements)
+    if (r.required != r.default_value) j[r.key] = r.required;
   if (s.attention_bias) j["attention_bias"] = true;
   if (s.mlp_bias) j["mlp_bias"] = true;
+  const BiasSwitch* qkv_switch = bias_switch_of(a, Role::QBias);
+  if (s.qkv_bias && qkv_switch && qkv_switch->config_key) j[qkv_switch->config_key] = true;
   ModelConfig cfg = ModelConfig::from_json(j, "random-model/config.json");
-  const ArchDesc& a = arch_for_model_type(s.model_type, "random-model/config.json");
   auto required = [&](Role r) { return bias_presence(a, r, j, "random-model/config.json") == Presence::Required; };
   const bool bias = s.qkv_bias || required(Role::QBias);
   std::mt19937 rng(s.seed);
@@ -75,8 +86,9 @@ inline Model make_random_model(const RandomModelSpec& s) {
   for (int l = 0; l < int(s.layers.size()); l++) {
     const LayerConfig& lc = s.layers[size_t(l)];
     const int64_t Q = lc.n_head * D, K = lc.n_kv_head * D, F = lc.d_ff;
+    std::map<Role, Tensor> roles;  // drawn in this order whatever the family, so seeds give the same values
     auto put = [&](Role r, std::vector<int64_t> shape, float scale, float offset = 0.0f) {
-      t[layer_tensor_name(a, r, l)] = random_tensor(std::move(shape), s.dtype, rng, scale, offset);
+      roles[r] = random_tensor(std::move(shape), s.dtype, rng, scale, offset);
     };
     put(Role::AttnNorm, {C}, s.scale, 1.0f);
     put(Role::Q, {Q, C}, s.scale);
@@ -96,6 +108,21 @@ inline Model make_random_model(const RandomModelSpec& s) {
     if (required(Role::GateBias)) put(Role::GateBias, {F}, s.scale);
     if (required(Role::UpBias)) put(Role::UpBias, {F}, s.scale);
     if (required(Role::DownBias)) put(Role::DownBias, {C}, s.scale);
+    for (const FusedTensor& f : a.fused) {  // a stored tensor = its parts' rows one after another
+      if (!roles.count(f.parts.front())) continue;
+      std::vector<int64_t> shape = roles.at(f.parts.front()).shape;
+      shape[0] = 0;
+      for (Role r : f.parts) shape[0] += roles.at(r).dim(0);
+      Tensor fused = Tensor::zeros(s.dtype, shape);
+      auto* out = static_cast<uint8_t*>(fused.data);
+      for (Role r : f.parts) {
+        std::memcpy(out, roles.at(r).data, roles.at(r).nbytes());
+        out += roles.at(r).nbytes();
+        roles.erase(r);
+      }
+      t[fused_tensor_name(f, l)] = std::move(fused);
+    }
+    for (auto& [r, x] : roles) t[layer_tensor_name(a, r, l)] = std::move(x);
   }
   t[a.global[size_t(GlobalRole::FinalNorm)].pattern] = random_tensor({C}, s.dtype, rng, s.scale, 1.0f);
   if (!s.tied) t[a.global[size_t(GlobalRole::LmHead)].pattern] = random_tensor({V, C}, s.dtype, rng, s.scale);

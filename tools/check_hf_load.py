@@ -15,8 +15,12 @@ What it does, printing each result and the versions used:
     non-overlapping windows of --seq-len, llmprune's convention) against the nll_sum that
     `llmprune eval DIR --ppl FILE --seq-len N --max-windows W --json` prints: llmprune's own forward.
  4. Greedy generate() with the KV cache against recomputing the prefix without a cache.
- 5. PEFT: get_peft_model with LoRA on q,k,v,o,gate,up,down_proj (the targets llmprune's tune
-    uses), one AdamW step on a window; the loss must be finite and the LoRA weights must move.
+ 5. PEFT: get_peft_model with LoRA on q,k,v,o,gate,up,down_proj (ChatGLM: query_key_value, dense,
+    dense_h_to_4h, dense_4h_to_h; the targets llmprune's tune uses), one AdamW step on a window;
+    the loss must be finite and the LoRA weights must move.
+ChatGLM (model_type "chatglm"): the reference is THUDM's block (fused [Q | K groups | V groups]
+query_key_value, consecutive-pair rotary on the first kv_channels/2 dims with base
+10000 * rope_ratio, [gate | up] dense_h_to_4h) and the text starts with [gMASK] sop instead of BOS.
 Exit status 0 only when every check that ran passed; a check that could not run says SKIPPED.
 """
 
@@ -36,6 +40,7 @@ import reference  # noqa: E402  (safetensors reader, RMSNorm/RoPE/linear as HF d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+CHATGLM_LORA_TARGETS = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
 
 
 def load_weights(model_dir):
@@ -86,6 +91,49 @@ def shape_driven_forward(P, cfg_json, ids):
     return x @ head.t()
 
 
+@torch.no_grad()
+def chatglm_forward(P, cfg_json, ids):
+    """ids [B, T] -> logits [B, T, V], float32; THUDM's ChatGLM2/3 block written out from
+    /work/shared/guide/CHATGLM.md section 2.3, per-layer sizes from the fused tensors' shapes."""
+    B, T = ids.shape
+    hd = cfg_json["kv_channels"]
+    eps = cfg_json.get("layernorm_epsilon", 1e-5)
+    rot = hd // 2
+    base = 10000.0 * cfg_json.get("rope_ratio", 1)
+    theta = 1.0 / base ** (torch.arange(0, rot, 2).float() / rot)
+    ang = torch.outer(torch.arange(T, dtype=torch.float32), theta)  # [T, rot/2]
+    cos, sin = ang.cos(), ang.sin()
+
+    def rope(x):  # [B, heads, T, hd]: pairs (2i, 2i+1) of the first rot dims
+        x0, x1, rest = x[..., 0:rot:2], x[..., 1:rot:2], x[..., rot:]
+        return torch.cat([torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(-2), rest], -1)
+
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    x = P["transformer.embedding.word_embeddings.weight"][ids]
+    for l in range(cfg_json["num_layers"]):
+        p = f"transformer.encoder.layers.{l}."
+        if p + "self_attention.query_key_value.weight" in P:
+            nh = P[p + "self_attention.dense.weight"].shape[1] // hd
+            ng = (P[p + "self_attention.query_key_value.weight"].shape[0] - nh * hd) // (2 * hd)
+            h = reference.rms_norm(x, P[p + "input_layernorm.weight"], eps)
+            y = reference.linear(h, P, p + "self_attention.query_key_value")
+            q = y[..., :nh * hd].view(B, T, nh, hd).transpose(1, 2)
+            k = y[..., nh * hd:(nh + ng) * hd].view(B, T, ng, hd).transpose(1, 2)
+            v = y[..., (nh + ng) * hd:].view(B, T, ng, hd).transpose(1, 2)
+            q, k = rope(q), rope(k)
+            k = k.repeat_interleave(nh // ng, dim=1)  # query head h reads group h // (nh / ng)
+            v = v.repeat_interleave(nh // ng, dim=1)
+            att = ((q @ k.transpose(-1, -2)) / math.sqrt(hd)).masked_fill(mask, float("-inf")).softmax(-1)
+            x = x + reference.linear((att @ v).transpose(1, 2).reshape(B, T, nh * hd), P, p + "self_attention.dense")
+        if p + "mlp.dense_h_to_4h.weight" in P:
+            h = reference.rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
+            u = reference.linear(h, P, p + "mlp.dense_h_to_4h")
+            f = u.shape[-1] // 2
+            x = x + reference.linear(F.silu(u[..., :f]) * u[..., f:], P, p + "mlp.dense_4h_to_h")
+    x = reference.rms_norm(x, P["transformer.encoder.final_layernorm.weight"], eps)
+    return x @ P["transformer.output_layer.weight"].t()
+
+
 def windows(toks, seq, n_windows):
     starts = list(range(0, len(toks) - seq + 1, seq))[:n_windows]
     if not starts:
@@ -131,13 +179,16 @@ def main():
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=os.path.join(args.model_dir, "tokenizer.model"))
+    chatglm = cfg_json["model_type"] == "chatglm"
+    # ChatGLM's specials follow the SentencePiece pieces: [MASK] [gMASK] [sMASK] sop eop ...
+    prefix = [sp.get_piece_size() + 1, sp.get_piece_size() + 3] if chatglm else [cfg_json.get("bos_token_id", 1)]
     with open(args.text, encoding="utf-8") as f:
-        toks = [cfg_json.get("bos_token_id", 1)] + sp.encode(f.read(), out_type=int)
+        toks = prefix + sp.encode(f.read(), out_type=int)
     ids = windows(toks, args.seq_len, args.windows)
 
     with torch.no_grad():
         logits = model(ids).logits.float()
-    ref = shape_driven_forward(load_weights(args.model_dir), cfg_json, ids)
+    ref = (chatglm_forward if chatglm else shape_driven_forward)(load_weights(args.model_dir), cfg_json, ids)
     diff = float((logits - ref).abs().max())
     check("logits vs shape-driven reference", diff <= args.logit_tol, f"max |diff| {diff:.3g} over {tuple(logits.shape)}")
 
@@ -168,7 +219,8 @@ def main():
     else:
         import peft
 
-        lora = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS,
+        targets = CHATGLM_LORA_TARGETS if chatglm else LORA_TARGETS
+        lora = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=targets,
                                                           lora_dropout=0.0, task_type="CAUSAL_LM"))
         trainable = {n: p.detach().clone() for n, p in lora.named_parameters() if p.requires_grad}
         opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-3)
@@ -178,7 +230,7 @@ def main():
         opt.step()
         moved = sum(int(not torch.equal(p, trainable[n])) for n, p in lora.named_parameters() if n in trainable)
         check(f"PEFT {peft.__version__} LoRA step", math.isfinite(float(loss)) and moved > 0,
-              f"loss {float(loss):.4f}, {len(trainable)} LoRA tensors, {moved} moved")
+              f"loss {float(loss):.4f}, {len(trainable)} LoRA tensors on {', '.join(targets)}, {moved} moved")
 
     print("OK" if not failures else f"FAILED: {', '.join(failures)}")
     return 0 if not failures else 1

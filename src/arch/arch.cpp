@@ -139,6 +139,10 @@ ArchDesc make_chatglm() {
   a.tokenizer.appended_specials = {"[MASK]", "[gMASK]", "[sMASK]", "sop", "eop",
                                    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"};
   a.tokenizer.prefix = {{"[gMASK]"}, {"sop", "<sop>"}};  // GLM-4 spells it <sop>
+  // transformers has no chatglm class; THUDM's modeling_chatglm.py sizes every layer alike and is
+  // not copied: llmprune's own code (model/hf_code.h) goes beside every chatglm model it writes.
+  a.hf_remote_classes = "ChatGLM";
+  a.hf_remote_always = true;
   a.gguf_arch = "chatglm";
   a.gguf_tokenizer_pre = "chatglm-spm";
   a.gguf_ragged = false;             // llama.cpp's chatglm loader takes one head count and MLP width

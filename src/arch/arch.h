@@ -119,6 +119,9 @@ struct ArchDesc {
   // (model/hf_code.h: "Llama" -> modeling_llmprune.LlmpruneLlamaForCausalLM); "" = none exists,
   // a ragged model of the family then loads in llmprune and llama.cpp only.
   std::string hf_remote_classes;
+  // transformers has no class of its own for the family (ChatGLM: THUDM's modeling_chatglm.py
+  // ships with the checkpoint): the remote code is written beside uniform models too.
+  bool hf_remote_always = false;
   std::vector<FusedTensor> fused;        // stored tensors holding several roles
   ConfigKeys keys;
   std::vector<ConfigRequirement> requirements;

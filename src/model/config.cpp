@@ -199,7 +199,7 @@ json ModelConfig::to_json() const {
               ? "layers differ in size (see llmprune_layers): llmprune loads this model from its tensor shapes; the "
                 "family's own transformers code assumes equal layers"
               : "layers differ in size (see llmprune_layers): transformers loads this model with trust_remote_code=True "
-                "through the modeling_llmprune.py written beside it (llama, mistral, qwen2)";
+                "through the modeling_llmprune.py written beside it";
     }
     put(keys.n_head, n_head);
     put(keys.n_kv_head, n_kv);

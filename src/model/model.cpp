@@ -434,6 +434,7 @@ void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs
     fs::copy_file(source_dir / f, dir / f, fs::copy_options::overwrite_existing, ec);
     if (ec) throw RuntimeError((dir / f).string() + ": cannot copy from " + (source_dir / f).string() + ": " + ec.message());
   }
+  if (!source_dir.empty()) copy_tokenizer_code(source_dir, dir);
 }
 
 }  // namespace llmprune
