@@ -152,6 +152,36 @@ ArchDesc make_chatglm() {
   return a;
 }
 
+// Phi-3 (HF Phi3ForCausalLM): LLaMA's block with two fused tensors, qkv_proj = [Q | K | V] and
+// gate_up_proj = [gate | up]; RMSNorm, rotate-half RoPE on the whole head, SiLU, no biases,
+// untied lm_head. Only the names differ from LLaMA's table: the loader splits the fused tensors
+// into role views, the saver and the GGUF exporter concatenate them again (as for ChatGLM).
+ArchDesc make_phi3() {
+  ArchDesc a = make_llama_like("phi3", {}, "");  // no remote code: a ragged Phi-3 loads in llmprune only
+  for (Role r : {Role::Q, Role::K, Role::V, Role::Gate, Role::Up}) {
+    a.layer[size_t(r)].pattern = nullptr;  // stored inside a fused tensor
+    a.layer[size_t(r)].gguf = nullptr;
+  }
+  a.fused = {
+      {"model.layers.%d.self_attn.qkv_proj.weight", {Role::Q, Role::K, Role::V}, "blk.%d.attn_qkv", "qkv_proj"},
+      {"model.layers.%d.mlp.gate_up_proj.weight", {Role::Gate, Role::Up}, "blk.%d.ffn_up", "gate_up_proj"},
+  };
+  // A sliding window changes attention past `sliding_window` tokens (HF masks keys older than
+  // it); llmprune computes full attention, so the usable context is capped at the window.
+  a.keys.attention_window = "sliding_window";
+  a.refusals = {
+      {"partial_rotary_factor", "a partly rotated head (Phi-4-mini) is not supported; Phi-3 rotates the whole head", 1.0},
+  };
+  // llama.cpp's phi3: fused attn_qkv and ffn_up = [gate | up] (its SwiGLU takes the first half
+  // as the gate), NeoX rotary on rows as stored, wo {n_embd, n_embd}, one size for all layers.
+  a.gguf_arch = "phi3";
+  a.gguf_ragged = false;
+  a.gguf_heads_span_hidden = true;
+  a.gguf_permute_qk = false;
+  a.gguf_biases = {};
+  return a;
+}
+
 struct Entry {
   const char* model_type;
   const ArchDesc* desc;
@@ -164,7 +194,9 @@ const std::vector<Entry>& registry() {
   // Qwen2Attention: q/k/v always with a bias, o without; the MLP has none.
   static const ArchDesc qwen2 = make_llama_like("qwen2", {{nullptr, {Role::QBias, Role::KBias, Role::VBias}}}, "Qwen2");
   static const ArchDesc chatglm = make_chatglm();
-  static const std::vector<Entry> entries = {{"llama", &llama}, {"mistral", &mistral}, {"qwen2", &qwen2}, {"chatglm", &chatglm}};
+  static const ArchDesc phi3 = make_phi3();
+  static const std::vector<Entry> entries = {
+      {"llama", &llama}, {"mistral", &mistral}, {"qwen2", &qwen2}, {"chatglm", &chatglm}, {"phi3", &phi3}};
   return entries;
 }
 

@@ -11,6 +11,7 @@
 // Everything above arch/ works on separate roles; nothing else knows a family's names or keys.
 #include <array>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,9 @@ struct ConfigKeys {
   int max_pos_default = 2048;
   const char* kv_heads_enabled = nullptr;  // boolean key that must be true for n_kv_head to be read ("multi_query_attention")
   bool head_dim_required = false;          // head_dim is not hidden / heads in general (kv_channels)
+  // Sliding-window attention ("sliding_window"): llmprune computes full attention, which differs
+  // once a sequence is longer than the window, so the model's usable context is capped at it.
+  const char* attention_window = nullptr;
 };
 
 // A boolean config key that must have a given value for the description to hold.
@@ -97,10 +101,13 @@ struct ConfigRequirement {
   const char* meaning;           // what the other value would need ("LayerNorm with bias")
 };
 
-// A config key whose presence marks a variant this description does not cover.
+// A config key whose presence marks a variant this description does not cover (false, 0 and
+// null are absence), unless it holds `accepted` (Phi-3's partial_rotary_factor 1.0: the whole
+// head rotates; then 0 is refused too).
 struct ConfigRefusal {
   const char* key;
   const char* meaning;
+  std::optional<double> accepted = std::nullopt;
 };
 
 // Token strings added after the tokenizer's own vocabulary (ids continue from its size), and the

@@ -59,10 +59,13 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
   c.model_type = j["model_type"].get<std::string>();
   const ArchDesc& arch = arch_for_model_type(c.model_type, file);
   const ConfigKeys& keys = arch.keys;
-  for (const ConfigRefusal& r : arch.refusals)
-    if (j.contains(r.key) && !j[r.key].is_null() && !(j[r.key].is_boolean() && !j[r.key].get<bool>()) &&
-        !(j[r.key].is_number() && j[r.key].get<double>() == 0))
-      throw input_error(file, std::string("field '") + r.key + "': " + r.meaning);
+  for (const ConfigRefusal& r : arch.refusals) {
+    if (!j.contains(r.key) || j[r.key].is_null()) continue;
+    const json& v = j[r.key];
+    const bool absent = r.accepted ? v.is_number() && v.get<double>() == *r.accepted
+                                   : (v.is_boolean() && !v.get<bool>()) || (v.is_number() && v.get<double>() == 0);
+    if (!absent) throw input_error(file, std::string("field '") + r.key + "': " + r.meaning);
+  }
   for (const ConfigRequirement& r : arch.requirements)
     if (get_bool(j, r.key, file, r.default_value) != r.required)
       throw input_error(file, std::string("field '") + r.key + "' is " + (r.required ? "false" : "true") + ": " + r.meaning +
@@ -75,6 +78,11 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
   c.n_kv_head = kv_heads ? get_int_keys(j, keys.n_kv_head, file, keys.kv_heads_enabled != nullptr, c.n_head) : c.n_head;
   c.d_ff = get_int_keys(j, keys.d_ff, file, true);
   c.max_pos = get_int_keys(j, keys.max_pos, file, false, keys.max_pos_default);
+  if (keys.attention_window && j.contains(keys.attention_window) && !j[keys.attention_window].is_null()) {
+    c.attention_window = get_int(j, keys.attention_window, file, true);
+    if (c.attention_window <= 0) throw input_error(file, std::string("field '") + keys.attention_window + "' must be positive");
+    c.max_pos = std::min(c.max_pos, c.attention_window);
+  }
   if (c.hidden <= 0 || c.n_layer <= 0 || c.vocab <= 0 || c.n_head <= 0 || c.n_kv_head <= 0)
     throw input_error(file, std::string(keys.hidden.front()) + ", " + keys.n_layer.front() + ", " + keys.vocab.front() +
                                 " and head counts must be positive");

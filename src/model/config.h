@@ -30,6 +30,7 @@ struct RopeScaling {
 struct ModelConfig {
   std::string model_type;
   int hidden = 0, n_layer = 0, vocab = 0, max_pos = 2048;
+  int attention_window = 0;  // sliding window (ConfigKeys::attention_window); max_pos is capped at it; 0 = none
   int n_head = 0, n_kv_head = 0, head_dim = 0, d_ff = 0;  // config.json's uniform values
   double rms_eps = 1e-6, rope_theta = 10000;
   RopeScaling rope_scaling;
