@@ -1,6 +1,7 @@
 #include "arch/arch.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "core/error.h"
@@ -22,6 +23,11 @@ ConfigKeys llama_keys() {
   k.rope_theta = "rope_theta";
   k.eps_default = 1e-6;
   return k;
+}
+
+// The norm-bias rows of an RMSNorm family: no tensor (has_role is false).
+RoleDesc rms_norm_bias_row(const char* name, Role norm) {
+  return {name, nullptr, Space::Hidden, Space::None, true, true, true, nullptr, norm};
 }
 
 // Rows in Role order (arch.h).
@@ -47,11 +53,14 @@ ArchDesc make_llama_like(const std::string& family, std::vector<BiasSwitch> bias
       {"gate_bias", "model.layers.%d.mlp.gate_proj.bias", Space::Mlp, Space::None, true, false, true, "blk.%d.ffn_gate", Role::Gate},
       {"up_bias", "model.layers.%d.mlp.up_proj.bias", Space::Mlp, Space::None, true, false, true, "blk.%d.ffn_up", Role::Up},
       {"down_bias", "model.layers.%d.mlp.down_proj.bias", Space::Hidden, Space::None, true, false, true, "blk.%d.ffn_down", Role::Down},
+      rms_norm_bias_row("attn_norm_bias", Role::AttnNorm),
+      rms_norm_bias_row("mlp_norm_bias", Role::MlpNorm),
   }};
   a.global = {{
       {"embed", "model.embed_tokens.weight", Space::Vocab, Space::Hidden, false, false, false, "token_embd"},
       {"final_norm", "model.norm.weight", Space::Hidden, Space::None, false, true, false, "output_norm"},
       {"lm_head", "lm_head.weight", Space::Vocab, Space::Hidden, true, false, false, "output"},
+      rms_norm_bias_row("final_norm_bias", Role::Count),
   }};
   a.keys = llama_keys();
   return a;
@@ -92,11 +101,14 @@ ArchDesc make_chatglm() {
       {"gate_bias", nullptr, Space::Mlp, N, true, false, true, nullptr, Role::Gate},  // fused: dense_h_to_4h.bias
       {"up_bias", nullptr, Space::Mlp, N, true, false, true, nullptr, Role::Up},
       {"down_bias", "transformer.encoder.layers.%d.mlp.dense_4h_to_h.bias", H, N, true, false, true, "blk.%d.ffn_down", Role::Down},
+      rms_norm_bias_row("attn_norm_bias", Role::AttnNorm),
+      rms_norm_bias_row("mlp_norm_bias", Role::MlpNorm),
   }};
   a.global = {{
       {"embed", "transformer.embedding.word_embeddings.weight", Space::Vocab, H, false, false, false, "token_embd"},
       {"final_norm", "transformer.encoder.final_layernorm.weight", H, N, false, true, false, "output_norm"},
       {"lm_head", "transformer.output_layer.weight", Space::Vocab, H, true, false, false, "output"},
+      rms_norm_bias_row("final_norm_bias", Role::Count),
   }};
   a.fused = {
       {"transformer.encoder.layers.%d.self_attention.query_key_value.weight", {Role::Q, Role::K, Role::V}, "blk.%d.attn_qkv", "query_key_value"},
@@ -182,9 +194,97 @@ ArchDesc make_phi3() {
   return a;
 }
 
+// ChatGLM-6B v1 in THUDM's "chatglm" format (docs: CHATGLM.md §1): LayerNorm with bias,
+// query_key_value per head [q_h | k_h | v_h] with bias, biased dense layers, a GELU-tanh MLP
+// (dense_h_to_4h is `up`; there is no gate), GLM's 2D rotary with fp16-rounded frequencies,
+// positions and the prefix-bidirectional mask from sop / [gMASK], the residual taken from the
+// normalised input and scaled by sqrt(2 * 28), lm_head tied to word_embeddings (no
+// tie_word_embeddings key: transformers' default). Every query head has its own K/V head.
+ArchDesc make_chatglm_v1() {
+  ArchDesc a;
+  a.family = "chatglm";
+  a.bias_switches = {{nullptr, {Role::QBias, Role::KBias, Role::VBias, Role::OBias, Role::UpBias, Role::DownBias,
+                                Role::AttnNormBias, Role::MlpNormBias}}};
+  const Space H = Space::Hidden, N = Space::None;
+  const Space NoRole = Space::None;
+  a.layer = {{
+      {"attn_norm", "transformer.layers.%d.input_layernorm.weight", H, N, false, true, false, nullptr},
+      {"q", nullptr, Space::QHeads, H, false, false, false, nullptr},
+      {"q_bias", nullptr, Space::QHeads, N, true, false, true, nullptr, Role::Q},
+      {"k", nullptr, Space::KVHeads, H, false, false, false, nullptr},
+      {"k_bias", nullptr, Space::KVHeads, N, true, false, true, nullptr, Role::K},
+      {"v", nullptr, Space::KVHeads, H, false, false, false, nullptr},
+      {"v_bias", nullptr, Space::KVHeads, N, true, false, true, nullptr, Role::V},
+      {"o", "transformer.layers.%d.attention.dense.weight", H, Space::QHeads, false, false, false, nullptr},
+      {"mlp_norm", "transformer.layers.%d.post_attention_layernorm.weight", H, N, false, true, false, nullptr},
+      {"gate", nullptr, NoRole, NoRole, true, false, false, nullptr},  // MlpKind::GeluTanh: no gate
+      {"up", "transformer.layers.%d.mlp.dense_h_to_4h.weight", Space::Mlp, H, false, false, false, nullptr},
+      {"down", "transformer.layers.%d.mlp.dense_4h_to_h.weight", H, Space::Mlp, false, false, false, nullptr},
+      {"o_bias", "transformer.layers.%d.attention.dense.bias", H, N, true, false, true, nullptr, Role::O},
+      {"gate_bias", nullptr, NoRole, NoRole, true, false, true, nullptr, Role::Gate},
+      {"up_bias", "transformer.layers.%d.mlp.dense_h_to_4h.bias", Space::Mlp, N, true, false, true, nullptr, Role::Up},
+      {"down_bias", "transformer.layers.%d.mlp.dense_4h_to_h.bias", H, N, true, false, true, nullptr, Role::Down},
+      {"attn_norm_bias", "transformer.layers.%d.input_layernorm.bias", H, N, true, true, true, nullptr, Role::AttnNorm},
+      {"mlp_norm_bias", "transformer.layers.%d.post_attention_layernorm.bias", H, N, true, true, true, nullptr, Role::MlpNorm},
+  }};
+  a.global = {{
+      {"embed", "transformer.word_embeddings.weight", Space::Vocab, H, false, false, false, nullptr},
+      {"final_norm", "transformer.final_layernorm.weight", H, N, false, true, false, nullptr},
+      {"lm_head", "lm_head.weight", Space::Vocab, H, true, false, false, nullptr},
+      {"final_norm_bias", "transformer.final_layernorm.bias", H, N, false, true, true, nullptr},
+  }};
+  a.fused = {
+      {"transformer.layers.%d.attention.query_key_value.weight", {Role::Q, Role::K, Role::V}, nullptr, "query_key_value",
+       FusedLayout::PerHead},
+      {"transformer.layers.%d.attention.query_key_value.bias", {Role::QBias, Role::KBias, Role::VBias}, nullptr,
+       "query_key_value", FusedLayout::PerHead},
+  };
+  ConfigKeys& k = a.keys;
+  k.hidden = {"hidden_size"};
+  k.n_layer = {"num_layers"};
+  k.vocab = {"vocab_size"};
+  k.n_head = {"num_attention_heads"};
+  k.n_kv_head = {};  // no such key: one K/V head per query head
+  // THUDM's code derives head_dim = hidden / heads; llmprune writes it (head-pruned models).
+  k.head_dim = {"head_dim"};
+  k.d_ff = {"inner_hidden_size"};
+  k.eps = {"layernorm_epsilon"};
+  k.max_pos = {"max_sequence_length"};
+  k.rope_base_default = 10000;
+  k.eps_default = 1e-5;
+  k.max_pos_default = 2048;
+  k.tied_default = true;
+  k.prefix_end_key = "bos_token_id";
+  k.mask_keys = {"gmask_token_id", "mask_token_id"};
+  a.requirements = {
+      {"position_encoding_2d", true, true, "1D positions (a ChatGLM-6B v1 config without the 2D rotary)"},
+  };
+  const char* v2_key = "a ChatGLM2/3 key in a ChatGLM-6B (v1) config (position_encoding_2d / inner_hidden_size)";
+  a.refusals = {
+      {"ffn_hidden_size", v2_key}, {"kv_channels", v2_key}, {"multi_query_attention", v2_key}, {"padded_vocab_size", v2_key},
+      {"pre_seq_len", "P-tuning v2 prefix encoders are not supported"},
+      {"quantization_bit", "quantized ChatGLM checkpoints are not supported"},
+  };
+  a.norm = NormKind::LayerNorm;
+  a.mlp = MlpKind::GeluTanh;
+  a.rotary = {RotaryPairing::Glm2D, 1, 1, true};
+  a.positions = PositionKind::GlmBlocks;
+  a.residual = {true, std::sqrt(2.0 * 28)};
+  // v1's SentencePiece model (ice_text.model) holds [MASK] [gMASK] [sMASK] <unused_0> <sop> <eop>
+  // as pieces itself: nothing is appended. THUDM's encode puts [gMASK] <sop> at the END of a
+  // prompt (build_inputs_with_special_tokens), which llmprune's tokenizer does not do yet.
+  a.gguf_arch = nullptr;  // llama.cpp has no ChatGLM-6B v1 graph (LayerNorm+bias, GELU, 2D RoPE, alpha residual)
+  a.gguf_ragged = false;
+  a.gguf_permute_qk = false;
+  return a;
+}
+
 struct Entry {
   const char* model_type;
   const ArchDesc* desc;
+  // A variant: chosen for its model_type when config.json holds one of these keys (not false /
+  // null); the entry without markers is the default.
+  std::vector<const char*> markers;
 };
 
 const std::vector<Entry>& registry() {
@@ -194,28 +294,73 @@ const std::vector<Entry>& registry() {
   // Qwen2Attention: q/k/v always with a bias, o without; the MLP has none.
   static const ArchDesc qwen2 = make_llama_like("qwen2", {{nullptr, {Role::QBias, Role::KBias, Role::VBias}}}, "Qwen2");
   static const ArchDesc chatglm = make_chatglm();
+  static const ArchDesc chatglm_v1 = make_chatglm_v1();
   static const ArchDesc phi3 = make_phi3();
-  static const std::vector<Entry> entries = {
-      {"llama", &llama}, {"mistral", &mistral}, {"qwen2", &qwen2}, {"chatglm", &chatglm}, {"phi3", &phi3}};
+  static const std::vector<Entry> entries = {{"llama", &llama, {}},
+                                             {"mistral", &mistral, {}},
+                                             {"qwen2", &qwen2, {}},
+                                             {"chatglm", &chatglm_v1, {"position_encoding_2d", "inner_hidden_size"}},
+                                             {"chatglm", &chatglm, {}},
+                                             {"phi3", &phi3, {}}};
   return entries;
 }
 
 }  // namespace
 
-const ArchDesc& arch_for_model_type(const std::string& model_type, const std::string& config_file) {
+namespace {
+const ArchDesc& select_arch(const std::string& model_type, const nlohmann::json* cfg, const std::string& config_file) {
   std::string known;
   for (const Entry& e : registry()) {
-    if (model_type == e.model_type) return *e.desc;
-    known += (known.empty() ? "" : ", ") + std::string(e.model_type);
+    if (model_type == e.model_type) {
+      if (e.markers.empty()) return *e.desc;
+      for (const char* key : e.markers)
+        if (cfg && cfg->is_object() && cfg->contains(key) && !(*cfg)[key].is_null() &&
+            !((*cfg)[key].is_boolean() && !(*cfg)[key].get<bool>()))
+          return *e.desc;
+      continue;
+    }
+    if (known.find(e.model_type) == std::string::npos) known += (known.empty() ? "" : ", ") + std::string(e.model_type);
   }
   throw input_error(config_file, "model_type '" + model_type + "' is not supported (" + known + " are)");
+}
+}  // namespace
+
+const ArchDesc& arch_for_model_type(const std::string& model_type, const std::string& config_file) {
+  return select_arch(model_type, nullptr, config_file);
+}
+
+const ArchDesc& arch_for_config(const nlohmann::json& cfg, const std::string& config_file) {
+  if (!cfg.is_object() || !cfg.contains("model_type") || !cfg["model_type"].is_string())
+    throw input_error(config_file, "missing field 'model_type'");
+  return select_arch(cfg["model_type"].get<std::string>(), &cfg, config_file);
+}
+
+const ArchDesc& arch_for_config(const std::string& model_type, const nlohmann::json& cfg, const std::string& config_file) {
+  return select_arch(model_type, &cfg, config_file);
 }
 
 std::vector<std::string> supported_model_types() {
   std::vector<std::string> out;
-  for (const Entry& e : registry()) out.push_back(e.model_type);
+  for (const Entry& e : registry())
+    if (std::find(out.begin(), out.end(), e.model_type) == out.end()) out.push_back(e.model_type);
   return out;
 }
+
+int64_t fused_row(const FusedTensor& f, int part, int64_t row, int64_t part_offset, int64_t part_rows, int head_dim) {
+  if (f.layout == FusedLayout::Concat) return part_offset + row;
+  // PerHead: head h of every part sits together, parts in order, head_dim rows each.
+  const int64_t h = row / head_dim, i = row % head_dim;
+  (void)part_rows;
+  return (h * int64_t(f.parts.size()) + part) * head_dim + i;
+}
+
+bool has_role(const ArchDesc& a, Role r) {
+  const RoleDesc& d = a.layer[size_t(r)];
+  if (d.pattern) return true;
+  return fused_of(a, r) != nullptr;
+}
+
+bool has_global_role(const ArchDesc& a, GlobalRole g) { return a.global[size_t(g)].pattern != nullptr; }
 
 const RoleDesc& role_desc(const ArchDesc& a, Role r) { return a.layer[size_t(r)]; }
 
@@ -262,7 +407,7 @@ const std::vector<Role>& matrix_roles() {
 
 bool is_attention_role(Role r) {
   switch (r) {
-    case Role::AttnNorm: case Role::Q: case Role::QBias: case Role::K: case Role::KBias: case Role::V: case Role::VBias:
+    case Role::AttnNorm: case Role::AttnNormBias: case Role::Q: case Role::QBias: case Role::K: case Role::KBias: case Role::V: case Role::VBias:
     case Role::O: case Role::OBias: return true;
     default: return false;
   }

@@ -17,17 +17,20 @@
 
 namespace llmprune {
 
-// Per-layer tensor roles, in execution order, then the biases added later (o, gate, up, down):
-// appended so that role numbers, which seed LoRA's initialisation and dropout, stay put.
+// Per-layer tensor roles, in execution order, then the biases added later (o, gate, up, down,
+// then the LayerNorm biases): appended so that role numbers, which seed LoRA's initialisation
+// and dropout, stay put.
 enum class Role : int {
   AttnNorm, Q, QBias, K, KBias, V, VBias, O, MlpNorm, Gate, Up, Down,
   OBias, GateBias, UpBias, DownBias,
+  AttnNormBias, MlpNormBias,
   Count
 };
 constexpr int kNumLayerRoles = int(Role::Count);
 
 // Whole-model tensor roles.
-enum class GlobalRole : int { Embed, FinalNorm, LmHead, Count };
+// FinalNormBias: LayerNorm families only (a role whose pattern is nullptr is absent from the family).
+enum class GlobalRole : int { Embed, FinalNorm, LmHead, FinalNormBias, Count };
 constexpr int kNumGlobalRoles = int(GlobalRole::Count);
 
 // Index spaces. Two axes in the same space are coupled: removing index i of one removes index i
@@ -58,25 +61,71 @@ struct BiasSwitch {
 // in `parts` order. The size of each part is the size of its role's axis-0 index space, known
 // from the layer's other tensors (ChatGLM: Q rows = dense's columns, MLP rows = dense_4h_to_h's
 // columns); parts whose space no other tensor states share the remaining rows equally (K and V).
+// How the parts of a fused tensor are laid out along its rows (Torch-Pruning's index mapping).
+enum class FusedLayout {
+  Concat,   // [part 0 | part 1 | ...]: each part's rows contiguous
+  PerHead,  // per head h: [part 0 head h | part 1 head h | ...], blocks of head_dim rows
+            // (ChatGLM-6B v1's query_key_value: [q_0 k_0 v_0 q_1 k_1 v_1 ...]); every part has
+            // the same number of heads
+};
+
 struct FusedTensor {
   const char* pattern;      // HF tensor name with "%d" for the layer
   std::vector<Role> parts;  // concatenated in this order
   const char* gguf;         // llama.cpp tensor name stem when llama.cpp keeps it fused, else nullptr
   const char* lora_module;  // PEFT module name ("query_key_value")
+  FusedLayout layout = FusedLayout::Concat;
 };
 
-enum class NormKind { RMS };  // RMSNorm, weight only (LayerNorm-with-bias families are not described yet)
+// Stored row of row `row` of part `part` (of n_parts) in a fused tensor whose parts have
+// `part_rows` rows each (Concat: any sizes, pass the offset of the part in `part_offset`).
+int64_t fused_row(const FusedTensor& f, int part, int64_t row, int64_t part_offset, int64_t part_rows, int head_dim);
+
+enum class NormKind {
+  RMS,        // RMSNorm, weight only
+  LayerNorm,  // nn.LayerNorm with weight and bias (roles AttnNormBias, MlpNormBias, FinalNormBias)
+};
+
+// The MLP's activation.
+enum class MlpKind {
+  SwiGLU,    // down(silu(gate(x)) * up(x))
+  GeluTanh,  // down(gelu_tanh(up(x))): no gate (ChatGLM-6B v1's dense_h_to_4h is the role `up`)
+};
 
 // How RoPE pairs the rotated dimensions of a head.
 enum class RotaryPairing {
   RotateHalf,        // LLaMA/NeoX: dims (i, i + r/2), i < r/2
   ConsecutivePairs,  // GPT-J/ChatGLM: dims (2i, 2i+1), i < r/2
+  Glm2D,             // ChatGLM-6B v1: each half of the head rotate-half on its own, the first by the
+                     // position, the second by the block position (PositionKind::GlmBlocks)
 };
 
 struct RotaryDesc {
   RotaryPairing pairing = RotaryPairing::RotateHalf;
   int rotated_num = 1, rotated_den = 1;  // r = head_dim * num / den dims are rotated, the rest pass through
+  bool inv_freq_fp16 = false;            // inverse frequencies rounded to fp16 (THUDM v1 calls .half())
   int rotated_dims(int head_dim) const { return head_dim * rotated_num / rotated_den; }
+  // Dims one cos/sin table row spans: the rotated dims, or one half of the head for Glm2D.
+  int table_dims(int head_dim) const { return pairing == RotaryPairing::Glm2D ? head_dim / 2 : rotated_dims(head_dim); }
+};
+
+// Where a token's positions and its attention mask come from.
+enum class PositionKind {
+  Causal,     // position t, causal mask
+  GlmBlocks,  // ChatGLM-6B v1 (CHATGLM.md §1.5): with c = the index of sop (config key
+              // prefix_end_key) and m = the index of the first mask token (mask_keys, in order of
+              // preference), position p_t = t before c and m from c on, block position b_t = 0
+              // before c and t - c + 1 from c on, and every query sees the keys before c
+              // (prefix-bidirectional). A sequence without sop is scored as a causal LM: p_t = t,
+              // b_t = 0, causal mask.
+};
+
+// The residual connection of a block: out = scale * (normalised input if from_normed, else the
+// input) + sub-block(normalised input). ChatGLM-6B v1: from the normalised input, scaled by
+// alpha = sqrt(2 * 28) (hard-coded in THUDM's GLMBlock, whatever num_layers says).
+struct ResidualDesc {
+  bool from_normed = false;
+  double scale = 1.0;
 };
 
 // config.json keys. Each list is tried in order; reading takes the first present, writing updates
@@ -87,6 +136,10 @@ struct ConfigKeys {
   const char* rope_ratio = nullptr;  // or a multiplier of rope_base_default ("rope_ratio": base = 10000 * ratio)
   double rope_base_default = 10000, eps_default = 1e-6;
   int max_pos_default = 2048;
+  bool tied_default = false;  // tie_word_embeddings when absent (v1 has no key: transformers' default, true)
+  // PositionKind::GlmBlocks: the token ending the bidirectional prefix, and the mask tokens.
+  const char* prefix_end_key = nullptr;        // "bos_token_id" (v1's <sop>)
+  std::vector<const char*> mask_keys;          // "gmask_token_id", "mask_token_id" 
   const char* kv_heads_enabled = nullptr;  // boolean key that must be true for n_kv_head to be read ("multi_query_attention")
   bool head_dim_required = false;          // head_dim is not hidden / heads in general (kv_channels)
   // Sliding-window attention ("sliding_window"): llmprune computes full attention, which differs
@@ -134,9 +187,12 @@ struct ArchDesc {
   std::vector<ConfigRequirement> requirements;
   std::vector<ConfigRefusal> refusals;
   NormKind norm = NormKind::RMS;
+  MlpKind mlp = MlpKind::SwiGLU;
   RotaryDesc rotary;
+  PositionKind positions = PositionKind::Causal;
+  ResidualDesc residual;
   TokenizerConvention tokenizer;
-  const char* gguf_arch = "llama";       // llama.cpp general.architecture for uniform models
+  const char* gguf_arch = "llama";       // llama.cpp general.architecture for uniform models; nullptr: none (refused)
   bool gguf_ragged = true;               // llama.cpp can load per-layer sizes for this family
   bool gguf_permute_qk = true;           // q/k rows reordered to llama.cpp's RoPE layout (rotate-half families)
   bool gguf_heads_span_hidden = false;   // llama.cpp's graph needs heads x head size = hidden (no key_length key)
@@ -146,8 +202,13 @@ struct ArchDesc {
   std::vector<Role> gguf_biases = {Role::QBias, Role::KBias, Role::VBias, Role::OBias, Role::GateBias, Role::UpBias, Role::DownBias};
 };
 
-// The table for a config.json model_type; throws UserError for unknown ones.
+// The table for a config.json model_type (its first variant); throws UserError for unknown ones.
 const ArchDesc& arch_for_model_type(const std::string& model_type, const std::string& config_file);
+// The table for a whole config.json: model_type, then the variant its keys select ("chatglm" with
+// position_encoding_2d or inner_hidden_size is ChatGLM-6B v1, else ChatGLM2/3/GLM-4).
+const ArchDesc& arch_for_config(const nlohmann::json& cfg, const std::string& config_file);
+// The same for a model_type given apart from the config's keys (ModelConfig::model_type wins).
+const ArchDesc& arch_for_config(const std::string& model_type, const nlohmann::json& cfg, const std::string& config_file);
 // Every registered model_type (for messages and docs).
 std::vector<std::string> supported_model_types();
 const RoleDesc& role_desc(const ArchDesc& a, Role r);
@@ -161,6 +222,9 @@ bool role_from_short_name(const std::string& s, Role* out);
 // Weight-matrix roles (projections), in execution order; the same in every family.
 const std::vector<Role>& matrix_roles();
 bool is_matrix_role(Role r);
+// Whether table a has role r at all (MlpKind::GeluTanh has no gate, RMS norms no norm biases).
+bool has_role(const ArchDesc& a, Role r);
+bool has_global_role(const ArchDesc& a, GlobalRole g);
 // Whether role r belongs to a layer's attention sub-block (its norm, q/k/v/o and their biases);
 // every other layer role belongs to the MLP sub-block. A depth-pruned layer may lack either.
 bool is_attention_role(Role r);

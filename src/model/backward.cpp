@@ -69,6 +69,13 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   std::vector<LayerActs> kept(opt.keep_activations ? size_t(L) : 0);
   std::vector<float> x(size_t(N) * C);
   runner.embed(tokens, N, x.data());
+  // GLM v1: positions, block positions and the prefix mask from sop / [gMASK] (forward.h).
+  const TokenLayout layout = token_layout(m, tokens, B, T, nullptr);
+  if (m.arch->positions != PositionKind::Causal) runner.set_layout(layout, B, T);
+  const bool layer_norm = m.arch->norm == NormKind::LayerNorm;
+  const bool gated = m.arch->mlp == MlpKind::SwiGLU;
+  const bool normed_residual = m.arch->residual.from_normed;
+  const float res_scale = float(m.arch->residual.scale);
   LayerF32 w;
   for (int l = 0; l < L; l++) {
     const bool keep = opt.keep_activations && l >= lowest;
@@ -124,8 +131,16 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   std::vector<float>& dlogits = logits;  // overwritten in place: logits are not needed any more
   k::cross_entropy_backward(dlogits.data(), logits.data(), targets.data(), N, V, scale);
 
-  std::vector<float> nw_scratch;
+  std::vector<float> nw_scratch, nb_scratch;
   const float* final_norm_w = as_f32(m.final_norm(), nw_scratch);
+  const float* final_norm_b = as_f32(m.final_norm_bias(), nb_scratch);  // LayerNorm families
+  std::vector<float> final_mean;
+  if (layer_norm) {  // head() keeps rstd only: the LayerNorm's row means again
+    std::vector<float> tmp(size_t(N) * C);
+    final_mean.resize(size_t(N));
+    k::layernorm_forward(tmp.data(), final_mean.data(), rstd.data(), x.data(), final_norm_w, final_norm_b, N, C,
+                         float(cfg.rms_eps));
+  }
   std::vector<float> head_scratch;
   const float* head_w = nullptr;
   std::array<GradStats, kNumGlobalRoles> gstats;
@@ -151,11 +166,22 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
   }
   std::vector<float>().swap(logits);
   std::vector<float> dx(size_t(N) * C, 0.0f);
-  k::rmsnorm_backward(dx.data(), nullptr, dxn.data(), x.data(), final_norm_w, rstd.data(), N, C);
-  if (opt.global_grads)
-    accumulate_grad(gstats[size_t(GlobalRole::FinalNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-      k::rmsnorm_backward(nullptr, dst, dxn.data() + size_t(r0) * C, x.data() + size_t(r0) * C, final_norm_w, rstd.data() + r0, rows, C);
-    });
+  if (layer_norm) {
+    k::layernorm_backward(dx.data(), nullptr, nullptr, dxn.data(), x.data(), final_norm_w, final_mean.data(), rstd.data(), N, C);
+    if (opt.global_grads)
+      for (GlobalRole gr : {GlobalRole::FinalNorm, GlobalRole::FinalNormBias})
+        accumulate_grad(gstats[size_t(gr)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+          k::layernorm_backward(nullptr, gr == GlobalRole::FinalNorm ? dst : nullptr, gr == GlobalRole::FinalNorm ? nullptr : dst,
+                                dxn.data() + size_t(r0) * C, x.data() + size_t(r0) * C, final_norm_w, final_mean.data() + r0,
+                                rstd.data() + r0, rows, C);
+        });
+  } else {
+    k::rmsnorm_backward(dx.data(), nullptr, dxn.data(), x.data(), final_norm_w, rstd.data(), N, C);
+    if (opt.global_grads)
+      accumulate_grad(gstats[size_t(GlobalRole::FinalNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+        k::rmsnorm_backward(nullptr, dst, dxn.data() + size_t(r0) * C, x.data() + size_t(r0) * C, final_norm_w, rstd.data() + r0, rows, C);
+      });
+  }
 
   // ---- layers, top to bottom ----
   LayerActs recomputed;
@@ -208,6 +234,23 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
         k::bias_backward(dst, dout + size_t(r0) * out_dim, rows, out_dim);
       });
     };
+    // A norm's input gradient into dinp and its weight (and LayerNorm bias) gradients, from the
+    // gradient dxn of its output; xin is its input, mean/rstd its row statistics.
+    auto norm_grad = [&](float* dinp, Role norm, Role bias, const float* dxn, const float* xin, const float* mean,
+                         const float* rs) {
+      if (layer_norm) k::layernorm_backward(dinp, nullptr, nullptr, dxn, xin, w[norm], mean, rs, N, C);
+      else k::rmsnorm_backward(dinp, nullptr, dxn, xin, w[norm], rs, N, C);
+      if (!wg) return;
+      for (Role r : {norm, bias}) {
+        if (r == bias && !layer_norm) continue;
+        accumulate_grad(gs[size_t(r)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
+          const size_t o = size_t(r0) * C;
+          if (!layer_norm) k::rmsnorm_backward(nullptr, dst, dxn + o, xin + o, w[norm], rs + r0, rows, C);
+          else k::layernorm_backward(nullptr, r == norm ? dst : nullptr, r == bias ? dst : nullptr, dxn + o, xin + o, w[norm],
+                                     mean + r0, rs + r0, rows, C);
+        });
+      }
+    };
     // MLP: x_out = x_mid + down(silu(gate(xn2)) * up(xn2))
     dmid = dx;
     // A removed sub-block (depth pruning) passes the gradient straight through.
@@ -216,21 +259,26 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
       input_grad(dh.data(), Role::Down, dx.data(), F, C);
       lin_grad(Role::Down, dx.data(), acts.h.data(), F, C, dh.data());
       bias_grad(Role::DownBias, dx.data(), C);
-      dgate.assign(size_t(N) * F, 0.0f);
       dup.assign(size_t(N) * F, 0.0f);
-      k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
+      if (gated) {
+        dgate.assign(size_t(N) * F, 0.0f);
+        k::swiglu_backward(dgate.data(), dup.data(), dh.data(), acts.gate.data(), acts.up.data(), size_t(N) * F);
+      } else {
+        k::gelu_tanh_backward(dup.data(), dh.data(), acts.up.data(), size_t(N) * F);
+      }
       dxn2.assign(size_t(N) * C, 0.0f);
-      input_grad(dxn2.data(), Role::Gate, dgate.data(), C, F);
+      if (gated) input_grad(dxn2.data(), Role::Gate, dgate.data(), C, F);
       input_grad(dxn2.data(), Role::Up, dup.data(), C, F);
-      lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
+      if (gated) lin_grad(Role::Gate, dgate.data(), acts.xn2.data(), C, F, dxn2.data());
       lin_grad(Role::Up, dup.data(), acts.xn2.data(), C, F, dxn2.data());
-      bias_grad(Role::GateBias, dgate.data(), F);
+      if (gated) bias_grad(Role::GateBias, dgate.data(), F);
       bias_grad(Role::UpBias, dup.data(), F);
-      k::rmsnorm_backward(dmid.data(), nullptr, dxn2.data(), acts.x_mid.data(), w[Role::MlpNorm], acts.rstd2.data(), N, C);
-      if (wg) accumulate_grad(gs[size_t(Role::MlpNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-        k::rmsnorm_backward(nullptr, dst, dxn2.data() + size_t(r0) * C, acts.x_mid.data() + size_t(r0) * C, w[Role::MlpNorm],
-                            acts.rstd2.data() + r0, rows, C);
-      });
+      if (normed_residual) {  // x_out = scale * xn2 + mlp(xn2): the residual flows through the norm
+        for (size_t i = 0; i < size_t(N) * C; i++) dxn2[i] += res_scale * dx[i];
+        std::fill(dmid.begin(), dmid.end(), 0.0f);
+      }
+      norm_grad(dmid.data(), Role::MlpNorm, Role::MlpNormBias, dxn2.data(), acts.x_mid.data(), acts.mean2.data(),
+                acts.rstd2.data());
     }
     if (runner.has_attention(l)) {
       // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1)))
@@ -241,13 +289,12 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
       dq.assign(size_t(N) * QD, 0.0f);
       dk.assign(size_t(N) * KD, 0.0f);
       dv.assign(size_t(N) * KD, 0.0f);
+      const int32_t* prefix = layout.prefix.empty() ? nullptr : layout.prefix.data();
       k::attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), acts.q.data(), acts.k.data(), acts.v.data(),
-                            acts.probs.data(), B, T, H, KVH, D);
-      // positions 0..T-1 in every sequence
-      std::vector<int32_t> pos(static_cast<size_t>(N));
-      for (int n = 0; n < N; n++) pos[size_t(n)] = n % T;
-      rope.apply(dq.data(), pos.data(), N, H, true);
-      rope.apply(dk.data(), pos.data(), N, KVH, true);
+                            acts.probs.data(), B, T, H, KVH, D, prefix);
+      // positions 0..T-1 in every sequence (GLM v1: its layout's positions and block positions)
+      rope.apply(dq.data(), layout.pos.data(), N, H, true, layout.block_pos.data());
+      rope.apply(dk.data(), layout.pos.data(), N, KVH, true, layout.block_pos.data());
       dxn1.assign(size_t(N) * C, 0.0f);
       input_grad(dxn1.data(), Role::Q, dq.data(), C, QD);
       input_grad(dxn1.data(), Role::K, dk.data(), C, KD);
@@ -259,11 +306,11 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
       bias_grad(Role::KBias, dk.data(), KD);
       bias_grad(Role::VBias, dv.data(), KD);
       dx = dmid;
-      k::rmsnorm_backward(dx.data(), nullptr, dxn1.data(), x_in, w[Role::AttnNorm], acts.rstd1.data(), N, C);
-      if (wg) accumulate_grad(gs[size_t(Role::AttnNorm)], size_t(C), B, T, opt.per_sample, sample_scale, [&](float* dst, int r0, int rows) {
-        k::rmsnorm_backward(nullptr, dst, dxn1.data() + size_t(r0) * C, x_in + size_t(r0) * C, w[Role::AttnNorm],
-                            acts.rstd1.data() + r0, rows, C);
-      });
+      if (normed_residual) {  // x_mid = scale * xn1 + attn(xn1)
+        for (size_t i = 0; i < size_t(N) * C; i++) dxn1[i] += res_scale * dmid[i];
+        std::fill(dx.begin(), dx.end(), 0.0f);
+      }
+      norm_grad(dx.data(), Role::AttnNorm, Role::AttnNormBias, dxn1.data(), x_in, acts.mean1.data(), acts.rstd1.data());
     } else {
       dx = dmid;
     }
@@ -321,7 +368,7 @@ BackwardResult compute_gradients(const Model& m, const int32_t* tokens, int B, i
         }
       }
     }
-    std::array<const float*, kNumGlobalRoles> gw{embed_w, final_norm_w, cfg.tied ? nullptr : head_w};
+    std::array<const float*, kNumGlobalRoles> gw{embed_w, final_norm_w, cfg.tied ? nullptr : head_w, final_norm_b};
     sink.on_global(gw, gstats);
   }
   return res;

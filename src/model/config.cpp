@@ -57,7 +57,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
   c.raw = j;
   if (!j.contains("model_type") || !j["model_type"].is_string()) throw input_error(file, "missing field 'model_type'");
   c.model_type = j["model_type"].get<std::string>();
-  const ArchDesc& arch = arch_for_model_type(c.model_type, file);
+  const ArchDesc& arch = arch_for_config(j, file);
   const ConfigKeys& keys = arch.keys;
   for (const ConfigRefusal& r : arch.refusals) {
     if (!j.contains(r.key) || j[r.key].is_null()) continue;
@@ -74,7 +74,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
   c.n_layer = get_int_keys(j, keys.n_layer, file, true);
   c.vocab = get_int_keys(j, keys.vocab, file, true);
   c.n_head = get_int_keys(j, keys.n_head, file, true);
-  const bool kv_heads = !keys.kv_heads_enabled || get_bool(j, keys.kv_heads_enabled, file, false);
+  // No n_kv_head key (ChatGLM-6B v1): one K/V head per query head.
+  const bool kv_heads = !keys.n_kv_head.empty() && (!keys.kv_heads_enabled || get_bool(j, keys.kv_heads_enabled, file, false));
   c.n_kv_head = kv_heads ? get_int_keys(j, keys.n_kv_head, file, keys.kv_heads_enabled != nullptr, c.n_head) : c.n_head;
   c.d_ff = get_int_keys(j, keys.d_ff, file, true);
   c.max_pos = get_int_keys(j, keys.max_pos, file, false, keys.max_pos_default);
@@ -91,14 +92,19 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
   c.head_dim = get_int_keys(j, keys.head_dim, file, keys.head_dim_required, c.hidden / c.n_head);
   if (c.head_dim <= 0 || c.head_dim % 2 != 0)
     throw input_error(file, std::string(keys.head_dim.front()) + " must be a positive even number");
-  if (arch.rotary.rotated_dims(c.head_dim) % 2 != 0 || arch.rotary.rotated_dims(c.head_dim) <= 0)
+  if (arch.rotary.table_dims(c.head_dim) % 2 != 0 || arch.rotary.table_dims(c.head_dim) <= 0)
     throw input_error(file, std::string(keys.head_dim.front()) + ": the rotated part of a head must be a positive even number of dims");
   const char* eps_key = present_key(j, keys.eps);
   c.rms_eps = get_num(j, eps_key ? eps_key : keys.eps.front(), file, keys.eps_default);
   if (keys.rope_theta) c.rope_theta = get_num(j, keys.rope_theta, file, keys.rope_base_default);
   if (keys.rope_ratio) c.rope_theta = keys.rope_base_default * get_num(j, keys.rope_ratio, file, 1.0);
   if (!(c.rope_theta > 0)) throw input_error(file, "the RoPE base must be positive");
-  c.tied = j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean() && j["tie_word_embeddings"].get<bool>();
+  const bool tie_key = j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null();
+  c.tied = tie_key ? j["tie_word_embeddings"].is_boolean() && j["tie_word_embeddings"].get<bool>() : keys.tied_default;
+  if (arch.positions == PositionKind::GlmBlocks) {
+    c.prefix_end_id = get_int(j, keys.prefix_end_key, file, true);
+    for (const char* k : keys.mask_keys) c.mask_ids.push_back(get_int(j, k, file, true));
+  }
   if (j.contains("hidden_act") && j["hidden_act"].is_string()) {
     std::string act = j["hidden_act"].get<std::string>();
     if (act != "silu" && act != "swish") throw input_error(file, "hidden_act '" + act + "' is not supported (silu is)");
@@ -165,14 +171,14 @@ bool ModelConfig::states_removed(int layer, bool attention) const {
   if (it == raw.end() || !it->is_array() || layer < 0 || size_t(layer) >= it->size()) return false;
   const json& entry = (*it)[size_t(layer)];
   if (!entry.is_object()) return false;
-  const ConfigKeys& keys = arch_for_model_type(model_type, "config.json").keys;
+  const ConfigKeys& keys = arch_for_config(model_type, raw, "config.json").keys;
   const char* key = attention ? keys.n_head.front() : keys.d_ff.front();
   return entry.contains(key) && entry[key].is_number_integer() && entry[key].get<int64_t>() == 0;
 }
 
 json ModelConfig::to_json() const {
   json j = raw;
-  const ArchDesc& arch = arch_for_model_type(model_type, "config.json");
+  const ArchDesc& arch = arch_for_config(model_type, raw, "config.json");
   const ConfigKeys& keys = arch.keys;
   // Writes v under the family's first key for it and every other spelling already present.
   auto put = [&](const std::vector<const char*>& names, const json& v) {
@@ -195,7 +201,8 @@ json ModelConfig::to_json() const {
       // intermediate_size mean that sub-block is removed (no tensors, its norm included).
       json arr = json::array();
       for (auto& l : layers)
-        arr.push_back({{keys.n_head.front(), l.n_head}, {keys.n_kv_head.front(), l.n_kv_head}, {keys.d_ff.front(), l.d_ff}});
+        if (keys.n_kv_head.empty()) arr.push_back({{keys.n_head.front(), l.n_head}, {keys.d_ff.front(), l.d_ff}});
+        else arr.push_back({{keys.n_head.front(), l.n_head}, {keys.n_kv_head.front(), l.n_kv_head}, {keys.d_ff.front(), l.d_ff}});
       j["llmprune_layers"] = arr;
       for (auto& l : layers) {
         n_head = std::max(n_head, l.n_head);

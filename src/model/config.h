@@ -36,6 +36,11 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   bool tied = false;
   int bos_id = -1, eos_id = -1;
+  // PositionKind::GlmBlocks (ChatGLM-6B v1): the token closing the bidirectional prefix (<sop>)
+  // and the mask tokens whose first occurrence gives the generated tokens' position ([gMASK],
+  // then [MASK]).
+  int prefix_end_id = -1;
+  std::vector<int> mask_ids;
   std::vector<LayerConfig> layers;  // filled from the tensor shapes
   nlohmann::json raw;               // config.json as read (kept for saving)
 

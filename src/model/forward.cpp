@@ -88,11 +88,16 @@ void LayerF32::load(const Model& m, int layer, MatrixLoad how) {
 
 void RopeTables::build(const ModelConfig& c, const RotaryDesc& rotary, int D, int maxp) {
   head_dim = D;
-  rot_dim = rotary.rotated_dims(D);
+  rot_dim = rotary.table_dims(D);
   pairing = rotary.pairing;
   max_pos = maxp;
   int half = rot_dim / 2;
   std::vector<float> inv = rope_inv_freq(c, rot_dim);
+  if (rotary.inv_freq_fp16) {  // THUDM v1 keeps inv_freq as fp16 (.half()), even in an fp32 model
+    std::vector<uint16_t> h(inv.size());
+    from_f32(DType::F16, inv.data(), h.data(), inv.size());
+    to_f32(DType::F16, h.data(), inv.data(), inv.size());
+  }
   cos.resize(size_t(maxp) * half);
   sin.resize(size_t(maxp) * half);
   for (int p = 0; p < maxp; p++)
@@ -104,7 +109,17 @@ void RopeTables::build(const ModelConfig& c, const RotaryDesc& rotary, int D, in
     }
 }
 
-void RopeTables::apply(float* x, const int32_t* pos, int N, int n_heads, bool inverse) const {
+void RopeTables::apply(float* x, const int32_t* pos, int N, int n_heads, bool inverse, const int32_t* block_pos) const {
+  if (pairing == RotaryPairing::Glm2D) {
+    std::vector<int32_t> zeros;
+    if (!block_pos) {
+      zeros.assign(size_t(N), 0);
+      block_pos = zeros.data();
+    }
+    if (inverse) k::rope_2d_backward(x, pos, block_pos, cos.data(), sin.data(), N, n_heads, head_dim);
+    else k::rope_2d_forward(x, pos, block_pos, cos.data(), sin.data(), N, n_heads, head_dim);
+    return;
+  }
   if (pairing == RotaryPairing::ConsecutivePairs) {
     if (inverse) k::rope_pairs_backward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim, rot_dim);
     else k::rope_pairs_forward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim, rot_dim);
@@ -113,6 +128,55 @@ void RopeTables::apply(float* x, const int32_t* pos, int N, int n_heads, bool in
   if (rot_dim != head_dim) throw RuntimeError("rotate-half RoPE on part of a head is not implemented");
   if (inverse) k::rope_backward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim);
   else k::rope_forward(x, pos, cos.data(), sin.data(), N, n_heads, head_dim);
+}
+
+TokenLayout token_layout(const Model& m, const int32_t* tokens, int B, int T, KVCache* cache) {
+  TokenLayout out;
+  const int pos0 = cache ? cache->len : 0;
+  out.pos.resize(size_t(B) * T);
+  out.block_pos.assign(size_t(B) * T, 0);
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) out.pos[size_t(b) * T + t] = pos0 + t;
+  if (m.arch->positions == PositionKind::Causal) return out;
+  // GlmBlocks: c = index of sop, m = first [gMASK] (else [MASK]); CHATGLM.md §1.5.
+  const ModelConfig& c = m.cfg;
+  out.prefix.assign(size_t(B), 0);
+  for (int b = 0; b < B; b++) {
+    int32_t sop = -1, gmask = -1, mask = -1;
+    if (cache && size_t(b) < cache->glm_sop.size()) {
+      sop = cache->glm_sop[size_t(b)];
+      gmask = cache->glm_gmask[size_t(b)];
+      mask = cache->glm_mask[size_t(b)];
+    }
+    const int32_t* seq = tokens + size_t(b) * T;
+    for (int t = 0; t < T; t++) {
+      const int32_t id = seq[t], at = pos0 + t;
+      if (sop < 0 && id == c.prefix_end_id) sop = at;
+      if (gmask < 0 && !c.mask_ids.empty() && id == c.mask_ids[0]) gmask = at;
+      if (mask < 0 && c.mask_ids.size() > 1 && id == c.mask_ids[1]) mask = at;
+    }
+    if (cache) {
+      cache->glm_sop.resize(size_t(cache->B), -1);
+      cache->glm_gmask.resize(size_t(cache->B), -1);
+      cache->glm_mask.resize(size_t(cache->B), -1);
+      cache->glm_sop[size_t(b)] = sop;
+      cache->glm_gmask[size_t(b)] = gmask;
+      cache->glm_mask[size_t(b)] = mask;
+    }
+    if (sop < 0) continue;  // no sop: a causal LM, p_t = t, b_t = 0
+    const int32_t mpos = gmask >= 0 ? gmask : mask;
+    if (mpos < 0)
+      throw UserError("a ChatGLM-6B sequence has sop (id " + std::to_string(c.prefix_end_id) + ") at position " +
+                      std::to_string(sop) + " but no [gMASK] or [MASK] token: its generated positions are undefined");
+    out.prefix[size_t(b)] = sop;
+    for (int t = 0; t < T; t++) {
+      const int32_t at = pos0 + t;
+      if (at < sop) continue;
+      out.pos[size_t(b) * T + t] = mpos;
+      out.block_pos[size_t(b) * T + t] = at - sop + 1;
+    }
+  }
+  return out;
 }
 
 KVCache::KVCache(const Model& m, int b, int maxT) : B(b), max_T(maxT) {
@@ -162,15 +226,33 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   sz(a.gate, size_t(N) * F); sz(a.up, size_t(N) * F); sz(a.h, size_t(N) * F);
   if (acts) { sz(a.probs, size_t(B) * H * T * T); sz(a.x_mid, size_t(N) * C); }
 
-  pos_.resize(size_t(N));
-  for (int b = 0; b < B; b++)
-    for (int t = 0; t < T; t++) pos_[size_t(b) * T + t] = pos0 + t;
+  const TokenLayout* layout = layout_for(B, T);
+  const int32_t* pos = nullptr;
+  const int32_t* block_pos = nullptr;
+  const int32_t* prefix = nullptr;
+  if (layout) {
+    pos = layout->pos.data();
+    block_pos = layout->block_pos.data();
+    prefix = layout->prefix.empty() ? nullptr : layout->prefix.data();
+  } else {
+    pos_.resize(size_t(N));
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < T; t++) pos_[size_t(b) * T + t] = pos0 + t;
+    pos = pos_.data();
+  }
+  const ArchDesc& arch = *m_.arch;
+  const bool layer_norm = arch.norm == NormKind::LayerNorm;
+  if (layer_norm) { sz(a.mean1, size_t(N)); sz(a.mean2, size_t(N)); }
+  // Normalised residual (GLM v1): out = scale * normalised input + sub-block output.
+  const bool normed_residual = arch.residual.from_normed;
+  const float res_scale = float(arch.residual.scale);
 
   const float eps = float(m_.cfg.rms_eps);
   // A removed sub-block (0 heads / 0 MLP width, or masked by skip_sublayers) adds nothing to
   // the residual stream: BlockPruner's MaskedLlamaDecoderLayer skips the norm with it.
   if (has_attention(l)) {
-    k::rmsnorm_forward(a.xn1.data(), a.rstd1.data(), x, w[Role::AttnNorm], N, C, eps);
+    if (layer_norm) k::layernorm_forward(a.xn1.data(), a.mean1.data(), a.rstd1.data(), x, w[Role::AttnNorm], w[Role::AttnNormBias], N, C, eps);
+    else k::rmsnorm_forward(a.xn1.data(), a.rstd1.data(), x, w[Role::AttnNorm], N, C, eps);
     project(w, Role::Q, Role::QBias, a.q.data(), a.xn1.data(), N, C, QD);
     project(w, Role::K, Role::KBias, a.k.data(), a.xn1.data(), N, C, KD);
     project(w, Role::V, Role::VBias, a.v.data(), a.xn1.data(), N, C, KD);
@@ -179,8 +261,8 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
       hook_->forward(l, Role::K, a.xn1.data(), a.k.data(), N, C, KD);
       hook_->forward(l, Role::V, a.xn1.data(), a.v.data(), N, C, KD);
     }
-    rope_.apply(a.q.data(), pos_.data(), N, H, false);
-    rope_.apply(a.k.data(), pos_.data(), N, KVH, false);
+    rope_.apply(a.q.data(), pos, N, H, false, block_pos);
+    rope_.apply(a.k.data(), pos, N, KVH, false, block_pos);
     if (cache) {
       // Append this step's K/V at positions pos0.., then attend over the whole cache.
       float* ck = cache->k[size_t(l)].data();
@@ -196,34 +278,43 @@ void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
       for (int b = 0; b < B; b++)
         k::attention_forward(a.att.data() + size_t(b) * T * QD, nullptr, a.q.data() + size_t(b) * T * QD,
                              ck + size_t(b) * cache->max_T * KD, cv + size_t(b) * cache->max_T * KD, 1, T, pos0 + T, pos0,
-                             H, KVH, D, KD);
+                             H, KVH, D, KD, prefix ? prefix + b : nullptr);
     } else {
       k::attention_forward(a.att.data(), acts ? a.probs.data() : nullptr, a.q.data(), a.k.data(), a.v.data(), B, T, T, 0,
-                           H, KVH, D, KD);
+                           H, KVH, D, KD, prefix);
     }
     // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
     std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
     project(w, Role::O, Role::OBias, proj.data(), a.att.data(), N, QD, C);
     if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
-    for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
+    if (normed_residual)
+      for (size_t i = 0; i < size_t(N) * C; i++) x[i] = res_scale * a.xn1[i] + proj[i];
+    else
+      for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
   }
   if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
   if (!has_mlp(l)) return;
 
-  k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
-  project(w, Role::Gate, Role::GateBias, a.gate.data(), a.xn2.data(), N, C, F);
+  if (layer_norm) k::layernorm_forward(a.xn2.data(), a.mean2.data(), a.rstd2.data(), x, w[Role::MlpNorm], w[Role::MlpNormBias], N, C, eps);
+  else k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
+  const bool gated = arch.mlp == MlpKind::SwiGLU;
+  if (gated) project(w, Role::Gate, Role::GateBias, a.gate.data(), a.xn2.data(), N, C, F);
   project(w, Role::Up, Role::UpBias, a.up.data(), a.xn2.data(), N, C, F);
   if (hook_) {
-    hook_->forward(l, Role::Gate, a.xn2.data(), a.gate.data(), N, C, F);
+    if (gated) hook_->forward(l, Role::Gate, a.xn2.data(), a.gate.data(), N, C, F);
     hook_->forward(l, Role::Up, a.xn2.data(), a.up.data(), N, C, F);
   }
-  k::swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), size_t(N) * F);
+  if (gated) k::swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), size_t(N) * F);
+  else k::gelu_tanh_forward(a.h.data(), a.up.data(), size_t(N) * F);
   // The MLP output goes into a scratch row block, then the residual add.
   std::vector<float>& out = scratch_.x_mid;
   sz(out, size_t(N) * C);
   project(w, Role::Down, Role::DownBias, out.data(), a.h.data(), N, F, C);
   if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
-  for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
+  if (normed_residual)
+    for (size_t i = 0; i < size_t(N) * C; i++) x[i] = res_scale * a.xn2[i] + out[i];
+  else
+    for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
 }
 
 bool Runner::has_attention(int l) const {
@@ -235,9 +326,15 @@ bool Runner::has_mlp(int l) const {
 }
 
 void Runner::head(const float* x, int N, float* xn, float* rstd, float* logits) {
-  std::vector<float> nscratch;
+  std::vector<float> nscratch, bscratch;
   const float* nw = as_f32(m_.final_norm(), nscratch);
-  k::rmsnorm_forward(xn, rstd, x, nw, N, m_.cfg.hidden, float(m_.cfg.rms_eps));
+  if (m_.arch->norm == NormKind::LayerNorm) {
+    std::vector<float> mean(static_cast<size_t>(N));
+    k::layernorm_forward(xn, mean.data(), rstd, x, nw, as_f32(m_.final_norm_bias(), bscratch), N, m_.cfg.hidden,
+                         float(m_.cfg.rms_eps));
+  } else {
+    k::rmsnorm_forward(xn, rstd, x, nw, N, m_.cfg.hidden, float(m_.cfg.rms_eps));
+  }
   linear_any_dtype(logits, m_.cfg.vocab, xn, m_.lm_head(), N, small_m_max_, compute_);
   if (m_.release_pages) release_mapped_pages(m_.lm_head());
 }
@@ -246,12 +343,14 @@ void Runner::forward(const int32_t* tokens, int B, int T, float* logits, KVCache
   const int C = m_.cfg.hidden, N = B * T;
   std::vector<float> x(size_t(N) * C);
   embed(tokens, N, x.data());
+  if (m_.arch->positions != PositionKind::Causal) set_layout(token_layout(m_, tokens, B, T, cache), B, T);
   const bool as_stored = N <= small_m_max_;  // a few rows: stream the weights, convert nothing
   for (int l = 0; l < m_.cfg.n_layer; l++) {
     w_.load(m_, l, as_stored ? MatrixLoad::AsStored : matrix_load_for(compute_, false));
     layer_forward(l, w_, x.data(), B, T, cache, nullptr);
   }
   if (cache) cache->len += T;
+  clear_layout();
   if (last_only) {
     std::vector<float> xl(size_t(B) * C), xn(size_t(B) * C);
     for (int b = 0; b < B; b++) std::memcpy(xl.data() + size_t(b) * C, x.data() + (size_t(b) * T + T - 1) * C, sizeof(float) * C);

@@ -56,31 +56,46 @@ struct LayerF32 {
 };
 
 // RoPE as the family describes it (arch's RotaryDesc): the first rot_dim dims of each head,
-// paired rotate-half (LLaMA) or consecutively (ChatGLM).
+// paired rotate-half (LLaMA) or consecutively (ChatGLM2/3), or GLM's 2D rotary (v1: each half
+// of the head rotate-half, rot_dim = head_dim / 2 the dims of one half).
 struct RopeTables {
   int head_dim = 0, rot_dim = 0, max_pos = 0;
   RotaryPairing pairing = RotaryPairing::RotateHalf;
   std::vector<float> cos, sin;  // [max_pos, rot_dim/2]
   void build(const ModelConfig& c, const RotaryDesc& rotary, int head_dim, int max_pos);
-  // In place on x[N, n_heads*head_dim], row n at position pos[n]; inverse = the backward.
-  void apply(float* x, const int32_t* pos, int N, int n_heads, bool inverse) const;
+  // In place on x[N, n_heads*head_dim], row n at position pos[n] (Glm2D: and block position
+  // block_pos[n]; null = 0); inverse = the backward.
+  void apply(float* x, const int32_t* pos, int N, int n_heads, bool inverse, const int32_t* block_pos = nullptr) const;
 };
+
+// Positions and attention mask of B sequences of T tokens as the family's PositionKind says
+// (Causal: pos = pos0 + t; GlmBlocks: CHATGLM.md §1.5, see arch.h). With a cache, the tokens
+// continue at cache->len and the cache remembers each sequence's sop / mask indices.
+struct TokenLayout {
+  std::vector<int32_t> pos, block_pos;  // [B*T]
+  std::vector<int32_t> prefix;          // [B]: keys every query sees (0 = causal); empty = none
+};
+struct KVCache;
+TokenLayout token_layout(const Model& m, const int32_t* tokens, int B, int T, KVCache* cache);
 
 // Activations of one layer that the backward pass needs (all [N, ...] row-major).
 struct LayerActs {
   std::vector<float> xn1, rstd1;        // attention-norm output [N,C], [N]
+  std::vector<float> mean1, mean2;      // LayerNorm row means [N] (NormKind::LayerNorm)
   std::vector<float> q, k, v;           // after RoPE (q, k): [N,H*D], [N,KVH*D], [N,KVH*D]
   std::vector<float> probs;             // [B,H,T,T]
   std::vector<float> att;               // attention output before o_proj [N,H*D]
   std::vector<float> x_mid;             // residual after attention [N,C]
   std::vector<float> xn2, rstd2;        // MLP-norm output [N,C], [N]
-  std::vector<float> gate, up, h;       // [N,F] each; h = silu(gate)*up
+  std::vector<float> gate, up, h;       // [N,F] each; h = silu(gate)*up (GeluTanh: gelu(up), no gate)
 };
 
 // Per-layer K/V for incremental decoding: k[l], v[l] are [B, max_T, KVH_l*D].
 struct KVCache {
   int B = 0, max_T = 0, len = 0;
   std::vector<std::vector<float>> k, v;
+  // PositionKind::GlmBlocks, per sequence: index of sop and of the first [gMASK] / [MASK] (-1: not seen).
+  std::vector<int32_t> glm_sop, glm_gmask, glm_mask;
   KVCache(const Model& m, int B, int max_T);
 };
 
@@ -105,6 +120,19 @@ class Runner {
 
   // Embedding lookup into x[N, C] (converting only the rows used).
   void embed(const int32_t* tokens, int N, float* x) const;
+  // Positions (and GLM's prefix mask) for the layer_forward calls that follow, over B sequences
+  // of T tokens (token_layout). Without it, or for another B x T, positions are pos0 + t with a
+  // causal mask (GLM v1: block positions 0), which is how a sequence without sop is scored.
+  void set_layout(TokenLayout layout, int B, int T) {
+    layout_ = std::move(layout);
+    layout_B_ = B;
+    layout_T_ = T;
+  }
+  void clear_layout() { set_layout({}, 0, 0); }
+  // The layout set for B x T, or nullptr.
+  const TokenLayout* layout_for(int B, int T) const {
+    return B == layout_B_ && T == layout_T_ && !layout_.pos.empty() ? &layout_ : nullptr;
+  }
   // One decoder layer in place on x[N, C]. acts (optional) keeps what backward needs.
   void layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts);
   // Final norm into xn[N,C] (rstd [N] optional), then logits[N,V] (ld V).
@@ -140,7 +168,9 @@ class Runner {
   RopeTables rope_;
   LayerF32 w_;
   LayerActs scratch_;
-  std::vector<int32_t> pos_;
+  std::vector<int32_t> pos_, block_pos_;
+  TokenLayout layout_;
+  int layout_B_ = 0, layout_T_ = 0;
 };
 
 // Mean-NLL scoring of a batch: sum of NLL over scored targets (targets[i] < 0 = skip).

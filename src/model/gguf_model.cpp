@@ -320,6 +320,10 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
   if (c.layers.size() > 512) throw input_error(where, "llama.cpp supports at most 512 layers, model has " + std::to_string(c.layers.size()));
   const bool ragged = !c.uniform();
   const ArchDesc& arch = *m.arch;
+  if (!arch.gguf_arch)
+    throw input_error(where, "llama.cpp has no architecture for this " + arch.family +
+                                 " model (ChatGLM-6B v1: LayerNorm with bias, GELU, 2D rotary, scaled normalised residual); "
+                                 "export it with --hf");
   if (ragged && !arch.gguf_ragged)
     throw input_error(where, std::string("llama.cpp's ") + arch.gguf_arch + " architecture takes one head count and MLP width for all layers, but this " +
                                  arch.family + " model's layers differ (pruned unevenly); export it with --hf, or prune it uniformly");
@@ -637,10 +641,12 @@ Model load_gguf_model(const fs::path& file) {
   const ArchDesc& a = arch_for_model_type("llama", src);
   std::map<std::string, std::pair<std::string, bool>> names;
   std::set<std::string> removed_names;  // tensors of a layer's removed sub-block
-  for (int g = 0; g < kNumGlobalRoles; g++) names[std::string(a.global[size_t(g)].gguf) + ".weight"] = {a.global[size_t(g)].pattern, false};
+  for (int g = 0; g < kNumGlobalRoles; g++)
+    if (a.global[size_t(g)].gguf) names[std::string(a.global[size_t(g)].gguf) + ".weight"] = {a.global[size_t(g)].pattern, false};
   for (int l = 0; l < n_layer; l++)
     for (int r = 0; r < kNumLayerRoles; r++) {
       const RoleDesc& d = a.layer[size_t(r)];
+      if (!has_role(a, Role(r))) continue;  // LayerNorm biases: not a llama role
       char buf[128];
       std::snprintf(buf, sizeof buf, d.gguf, l);
       names[std::string(buf) + (d.is_bias ? ".bias" : ".weight")] = {layer_tensor_name(a, Role(r), l), is_rope_role(Role(r))};

@@ -72,6 +72,25 @@ void split_fused_tensors(const ArchDesc& a, const ModelConfig& cfg, std::map<std
       tensors.erase(it);
       if (t.ndim() < 1) throw input_error(source, "tensor '" + name + "' must have at least one dimension");
       const int64_t rows = t.dim(0);
+      if (f.layout == FusedLayout::PerHead) {
+        // Per head [part 0 | part 1 | ...] blocks of head_dim rows: each part is gathered into a
+        // tensor of its own (the saver interleaves them again).
+        const int64_t n = rows / int64_t(f.parts.size()), hd = cfg.head_dim;
+        if (rows == 0 || rows % (int64_t(f.parts.size()) * hd) != 0)
+          throw input_error(source, "tensor '" + name + "' has " + std::to_string(rows) + " rows, not a multiple of " +
+                                        std::to_string(f.parts.size()) + " x head_dim " + std::to_string(hd));
+        const size_t row_bytes = t.nbytes() / size_t(rows);
+        for (size_t p = 0; p < f.parts.size(); p++) {
+          std::vector<int64_t> shape = t.shape;
+          shape[0] = n;
+          Tensor part = Tensor::zeros(t.dtype, shape);
+          for (int64_t i = 0; i < n; i++)
+            std::memcpy(static_cast<uint8_t*>(part.data) + size_t(i) * row_bytes,
+                        static_cast<const uint8_t*>(t.data) + size_t(fused_row(f, int(p), i, 0, n, int(hd))) * row_bytes, row_bytes);
+          tensors[layer_tensor_name(a, f.parts[p], l)] = std::move(part);
+        }
+        continue;
+      }
       int64_t known = 0;
       int unknown = 0;
       Space unknown_space = Space::None;
@@ -108,7 +127,7 @@ void split_fused_tensors(const ArchDesc& a, const ModelConfig& cfg, std::map<std
 }  // namespace
 
 Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
-  const ArchDesc& arch = arch_for_model_type(cfg.model_type, source + "/config.json");
+  const ArchDesc& arch = arch_for_config(cfg.model_type, cfg.raw, source + "/config.json");
   split_fused_tensors(arch, cfg, tensors, source);
   return from_role_tensors(std::move(cfg), std::move(tensors), source);
 }
@@ -116,7 +135,7 @@ Model Model::from_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors
 Model Model::from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> tensors, const std::string& source) {
   Model m;
   m.cfg = std::move(cfg);
-  m.arch = &arch_for_model_type(m.cfg.model_type, source + "/config.json");
+  m.arch = &arch_for_config(m.cfg.model_type, m.cfg.raw, source + "/config.json");
   auto take = [&](const std::string& name, bool optional) -> Tensor {
     auto it = tensors.find(name);
     if (it == tensors.end()) {
@@ -128,6 +147,7 @@ Model Model::from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> te
     return t;
   };
   for (int g = 0; g < kNumGlobalRoles; g++) {
+    if (!has_global_role(*m.arch, GlobalRole(g))) continue;
     const RoleDesc& d = m.arch->global[size_t(g)];
     bool optional = d.optional;
     if (GlobalRole(g) == GlobalRole::LmHead) optional = m.cfg.tied;
@@ -145,8 +165,9 @@ Model Model::from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> te
   std::array<Presence, kNumLayerRoles> presence{};
   for (int r = 0; r < kNumLayerRoles; r++) {
     const RoleDesc& d = m.arch->layer[size_t(r)];
-    presence[size_t(r)] = !d.is_bias ? (d.optional ? Presence::Optional : Presence::Required)
-                                     : bias_presence(*m.arch, Role(r), m.cfg.raw, source + "/config.json");
+    presence[size_t(r)] = !has_role(*m.arch, Role(r)) ? Presence::Absent
+                          : !d.is_bias ? (d.optional ? Presence::Optional : Presence::Required)
+                                       : bias_presence(*m.arch, Role(r), m.cfg.raw, source + "/config.json");
   }
   for (int l = 0; l < m.cfg.n_layer; l++) {
     m.layers.emplace_back();
@@ -162,7 +183,9 @@ Model Model::from_role_tensors(ModelConfig cfg, std::map<std::string, Tensor> te
     if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // old checkpoints carry this buffer
     for (int l = 0; l < m.cfg.n_layer; l++)
       for (int r = 0; r < kNumLayerRoles; r++) {
-        if (presence[size_t(r)] != Presence::Absent || name != layer_tensor_name(*m.arch, Role(r), l)) continue;
+        if (presence[size_t(r)] != Presence::Absent || !has_role(*m.arch, Role(r)) ||
+            name != layer_tensor_name(*m.arch, Role(r), l))
+          continue;
         const BiasSwitch* sw = bias_switch_of(*m.arch, Role(r));
         throw input_error(source, "unexpected tensor '" + name + "' (" +
                                       (sw ? std::string("config.json sets ") + sw->config_key + " to false"
@@ -186,6 +209,7 @@ void Model::validate_and_derive_sizes(const std::string& source) {
   auto gname = [&](GlobalRole g) { return std::string(arch->global[size_t(g)].pattern); };
   expect(embed(), gname(GlobalRole::Embed), {V, C});
   expect(final_norm(), gname(GlobalRole::FinalNorm), {C});
+  if (has_global_role(*arch, GlobalRole::FinalNormBias)) expect(final_norm_bias(), gname(GlobalRole::FinalNormBias), {C});
   if (!cfg.tied) expect(global[size_t(GlobalRole::LmHead)], gname(GlobalRole::LmHead), {V, C});
   DType dt = embed().dtype;
   cfg.layers.assign(layers.size(), LayerConfig{});
@@ -201,7 +225,8 @@ void Model::validate_and_derive_sizes(const std::string& source) {
     bool has[2] = {false, false};  // [mlp, attention]
     for (int r = 0; r < kNumLayerRoles; r++) has[is_attention_role(Role(r))] |= !L.w[size_t(r)].empty();
     for (int r = 0; r < kNumLayerRoles; r++)
-      if (!role_desc(*arch, Role(r)).is_bias && L.w[size_t(r)].empty() && has[is_attention_role(Role(r))])
+      if (!role_desc(*arch, Role(r)).is_bias && has_role(*arch, Role(r)) && L.w[size_t(r)].empty() &&
+          has[is_attention_role(Role(r))])
         throw input_error(source, "missing tensor '" + nm(Role(r)) + "'");
     LayerConfig lc;
     lc.head_dim = hd;
@@ -226,10 +251,11 @@ void Model::validate_and_derive_sizes(const std::string& source) {
     }
     if (has[0]) {
       expect(L[Role::MlpNorm], nm(Role::MlpNorm), {C});
-      expect_matrix(L[Role::Gate], nm(Role::Gate));
-      int64_t ff = L[Role::Gate].dim(0);
+      const Role first = has_role(*arch, Role::Gate) ? Role::Gate : Role::Up;  // GeluTanh MLPs have no gate
+      expect_matrix(L[first], nm(first));
+      int64_t ff = L[first].dim(0);
       lc.d_ff = int(ff);
-      expect(L[Role::Gate], nm(Role::Gate), {ff, C});
+      if (has_role(*arch, Role::Gate)) expect(L[Role::Gate], nm(Role::Gate), {ff, C});
       expect(L[Role::Up], nm(Role::Up), {ff, C});
       expect(L[Role::Down], nm(Role::Down), {C, ff});
     }
@@ -258,7 +284,7 @@ void Model::for_each_stored_tensor(
       if (std::find(done.begin(), done.end(), f) != done.end()) continue;
       done.push_back(f);
       std::vector<const Tensor*> parts;
-      for (Role p : f->parts) {
+      for (Role p : f->parts) {  // (FusedLayout::PerHead: the saver interleaves them by heads)
         const Tensor& pt = layers[l][p];
         if (pt.empty()) throw RuntimeError("layer " + std::to_string(l) + ": '" + fused_tensor_name(*f, int(l)) + "' lacks its part '" +
                                            role_desc(*arch, p).name + "'");
@@ -268,6 +294,7 @@ void Model::for_each_stored_tensor(
     }
   }
   fn(arch->global[size_t(GlobalRole::FinalNorm)].pattern, {&final_norm()});
+  if (!final_norm_bias().empty()) fn(arch->global[size_t(GlobalRole::FinalNormBias)].pattern, {&final_norm_bias()});
   if (!cfg.tied) fn(arch->global[size_t(GlobalRole::LmHead)].pattern, {&global[size_t(GlobalRole::LmHead)]});
 }
 
@@ -277,6 +304,7 @@ void Model::for_each_tensor(const std::function<void(const std::string&, const T
     for (int r = 0; r < kNumLayerRoles; r++)
       if (!layers[l].w[size_t(r)].empty()) fn(layer_tensor_name(*arch, Role(r), int(l)), layers[l].w[size_t(r)]);
   fn(arch->global[size_t(GlobalRole::FinalNorm)].pattern, final_norm());
+  if (!final_norm_bias().empty()) fn(arch->global[size_t(GlobalRole::FinalNormBias)].pattern, final_norm_bias());
   if (!cfg.tied) fn(arch->global[size_t(GlobalRole::LmHead)].pattern, global[size_t(GlobalRole::LmHead)]);
 }
 
@@ -286,6 +314,7 @@ void Model::for_each_tensor_mut(const std::function<void(const std::string&, Ten
     for (int r = 0; r < kNumLayerRoles; r++)
       if (!layers[l].w[size_t(r)].empty()) fn(layer_tensor_name(*arch, Role(r), int(l)), layers[l].w[size_t(r)]);
   fn(arch->global[size_t(GlobalRole::FinalNorm)].pattern, global[size_t(GlobalRole::FinalNorm)]);
+  if (!final_norm_bias().empty()) fn(arch->global[size_t(GlobalRole::FinalNormBias)].pattern, global[size_t(GlobalRole::FinalNormBias)]);
   if (!cfg.tied) fn(arch->global[size_t(GlobalRole::LmHead)].pattern, global[size_t(GlobalRole::LmHead)]);
 }
 
@@ -302,7 +331,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_for_model(const fs::path& dir) {
     std::ifstream in(dir / "config.json");
     auto j = nlohmann::json::parse(in, nullptr, false);
     if (!j.is_discarded() && j.is_object() && j.contains("model_type") && j["model_type"].is_string()) {
-      const ArchDesc& a = arch_for_model_type(j["model_type"].get<std::string>(), (dir / "config.json").string());
+      const ArchDesc& a = arch_for_config(j, (dir / "config.json").string());
       for (const char* s : a.tokenizer.appended_specials) extras.sp_appended_specials.push_back(s);
       for (const auto& alts : a.tokenizer.prefix) extras.prefix.emplace_back(alts.begin(), alts.end());
     }
@@ -314,9 +343,9 @@ ParamCounts count_params(const Model& m) {
   ParamCounts p;
   p.embed = m.embed().numel();
   p.lm_head = m.cfg.tied ? 0 : m.global[size_t(GlobalRole::LmHead)].numel();
-  p.norms = m.final_norm().numel();
+  p.norms = m.final_norm().numel() + (m.final_norm_bias().empty() ? 0 : m.final_norm_bias().numel());
   for (auto& L : m.layers) {
-    for (Role r : {Role::AttnNorm, Role::MlpNorm})
+    for (Role r : {Role::AttnNorm, Role::MlpNorm, Role::AttnNormBias, Role::MlpNormBias})
       if (!L[r].empty()) p.norms += L[r].numel();  // absent in a layer without that sub-block
     // Projections and their biases: attention's are those with a head axis.
     for (int r = 0; r < kNumLayerRoles; r++) {
@@ -398,13 +427,33 @@ void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs
       w.add(name, dtype, keep.shape, [keep, name, &bytes](void* dst) { bytes(name, keep, dst); });
       return;
     }
-    // A fused tensor: its parts' rows one after another (rows are contiguous in row-major order).
+    // A fused tensor: its parts' rows one after another (rows are contiguous in row-major order),
+    // or interleaved by heads (FusedLayout::PerHead).
+    const FusedTensor* fused = nullptr;
+    for (const FusedTensor& f : m.arch->fused)
+      for (size_t l = 0; l < m.layers.size() && !fused; l++)
+        if (fused_tensor_name(f, int(l)) == name) fused = &f;
     std::vector<Tensor> keep;
     std::vector<int64_t> shape = parts[0]->shape;
     shape[0] = 0;
     for (const Tensor* p : parts) {
       keep.push_back(*p);
       shape[0] += p->dim(0);
+    }
+    if (fused && fused->layout == FusedLayout::PerHead) {
+      const int hd = m.cfg.head_dim;
+      w.add(name, dtype, shape, [keep, name, dtype, hd, fused, &bytes](void* dst) {
+        const int64_t n = keep[0].dim(0);
+        const size_t row_bytes = size_t(keep[0].numel() / n) * dtype_size(dtype);
+        std::vector<uint8_t> tmp(row_bytes * size_t(n));
+        for (size_t p = 0; p < keep.size(); p++) {
+          bytes(name, keep[p], tmp.data());
+          for (int64_t i = 0; i < n; i++)
+            std::memcpy(static_cast<uint8_t*>(dst) + size_t(fused_row(*fused, int(p), i, 0, n, hd)) * row_bytes,
+                        tmp.data() + size_t(i) * row_bytes, row_bytes);
+        }
+      });
+      return;
     }
     w.add(name, dtype, shape, [keep, name, dtype, &bytes](void* dst) {
       auto* out = static_cast<uint8_t*>(dst);

@@ -37,6 +37,7 @@ struct Model {
 
   const Tensor& embed() const { return global[size_t(GlobalRole::Embed)]; }
   const Tensor& final_norm() const { return global[size_t(GlobalRole::FinalNorm)]; }
+  const Tensor& final_norm_bias() const { return global[size_t(GlobalRole::FinalNormBias)]; }  // LayerNorm families
   // The output projection: lm_head, or the embedding when tied.
   const Tensor& lm_head() const {
     return cfg.tied ? global[size_t(GlobalRole::Embed)] : global[size_t(GlobalRole::LmHead)];

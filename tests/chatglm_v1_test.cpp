@@ -1,0 +1,353 @@
+// ChatGLM-6B (v1) in THUDM's "chatglm" format (arch: make_chatglm_v1; CHATGLM.md §1): the
+// official outputs of THUDM's modeling_chatglm.py (fixtures/chatglm/glm_model.data), the
+// random-weight goldens of tools/chatglm_v1_reference.py (tests/golden/chatglm-v1-tiny.lpgd:
+// logits, loss, every gradient and the Fisher diagonal, float64 torch), the per-head interleaved
+// query_key_value round trip and the prompt layout (positions, block positions, prefix mask).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+
+#include "core/error.h"
+#include "golden.h"
+#include "io/safetensors.h"
+#include "model/backward.h"
+#include "model/forward.h"
+#include "model/gguf_model.h"
+#include "model/model.h"
+#include "test_util.h"
+
+namespace llmprune {
+namespace {
+
+using nlohmann::json;
+
+const char* kModel = "chatglm-v1-tiny";
+
+json tiny_v1_config() {
+  // chatglm.cpp's tests/test_convert.py v1 model: hidden 32, 8 heads of 4, inner 128, vocab 5;
+  // its inputs put [gMASK] at 1 and sop at 2 (position ids [[0,1,1],[0,0,1]]).
+  return {{"architectures", {"ChatGLMModel"}}, {"model_type", "chatglm"}, {"hidden_size", 32}, {"inner_hidden_size", 128},
+          {"num_layers", 1}, {"num_attention_heads", 8}, {"layernorm_epsilon", 1e-5}, {"max_sequence_length", 8},
+          {"position_encoding_2d", true}, {"vocab_size", 5}, {"mask_token_id", 0}, {"gmask_token_id", 1},
+          {"bos_token_id", 2}, {"eos_token_id", 3}, {"pad_token_id", 4}, {"torch_dtype", "float32"}};
+}
+
+struct V1Fixture {
+  std::map<std::string, Tensor> tensors;
+  std::vector<int32_t> ids[3];
+  std::vector<float> hidden[3];
+};
+
+// Parameters in state-dict order (SOURCE.txt), then ids 0 1 2 -> [3, 32], id 3 -> [32], id 4 -> [32].
+V1Fixture read_v1_fixture() {
+  std::ifstream in(test::shared_dir() / "fixtures/chatglm/glm_model.data", std::ios::binary);
+  EXPECT_TRUE(in);
+  V1Fixture f;
+  auto take = [&](const std::string& name, std::vector<int64_t> shape) {
+    Tensor t = Tensor::zeros(DType::F32, shape);
+    in.read(static_cast<char*>(t.data), std::streamsize(t.nbytes()));
+    f.tensors[name] = t;
+  };
+  const std::string L = "transformer.layers.0.";
+  take("transformer.word_embeddings.weight", {5, 32});
+  take(L + "input_layernorm.weight", {32});
+  take(L + "input_layernorm.bias", {32});
+  take(L + "attention.query_key_value.weight", {96, 32});
+  take(L + "attention.query_key_value.bias", {96});
+  take(L + "attention.dense.weight", {32, 32});
+  take(L + "attention.dense.bias", {32});
+  take(L + "post_attention_layernorm.weight", {32});
+  take(L + "post_attention_layernorm.bias", {32});
+  take(L + "mlp.dense_h_to_4h.weight", {128, 32});
+  take(L + "mlp.dense_h_to_4h.bias", {128});
+  take(L + "mlp.dense_4h_to_h.weight", {32, 128});
+  take(L + "mlp.dense_4h_to_h.bias", {32});
+  take("transformer.final_layernorm.weight", {32});
+  take("transformer.final_layernorm.bias", {32});
+  for (int s = 0; s < 3; s++) {
+    const int T = s == 0 ? 3 : 1;
+    f.ids[s].resize(size_t(T));
+    f.hidden[s].resize(size_t(T) * 32);
+    in.read(reinterpret_cast<char*>(f.ids[s].data()), std::streamsize(4 * T));
+    in.read(reinterpret_cast<char*>(f.hidden[s].data()), std::streamsize(4 * T * 32));
+  }
+  EXPECT_TRUE(in) << "glm_model.data is shorter than its layout";
+  in.peek();
+  EXPECT_TRUE(in.eof()) << "glm_model.data is longer than its layout";
+  return f;
+}
+
+// Prefill of ids 0 1 2, then two cached decode steps: the final-norm hidden states of each.
+// with_layout = false runs plain causal positions (the ablation).
+std::vector<std::vector<float>> run_steps(const Model& m, const V1Fixture& f, bool with_layout) {
+  Runner r(m);
+  KVCache cache(m, 1, 8);
+  LayerF32 w;
+  std::vector<std::vector<float>> out;
+  const int C = m.cfg.hidden;
+  for (int s = 0; s < 3; s++) {
+    const int T = int(f.ids[s].size());
+    std::vector<float> x(size_t(T) * C), xn(size_t(T) * C), logits(size_t(T) * m.cfg.vocab);
+    if (with_layout) r.set_layout(token_layout(m, f.ids[s].data(), 1, T, &cache), 1, T);
+    r.embed(f.ids[s].data(), T, x.data());
+    for (int l = 0; l < m.cfg.n_layer; l++) {
+      w.load(m, l);
+      r.layer_forward(l, w, x.data(), 1, T, &cache, nullptr);
+    }
+    cache.len += T;
+    r.head(x.data(), T, xn.data(), nullptr, logits.data());
+    out.push_back(xn);
+  }
+  return out;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); i++) d = std::max(d, double(std::fabs(a[i] - b[i])));
+  return d;
+}
+
+TEST(GlmV1Official, ReproducesThudmHiddenStates) {
+  V1Fixture f = read_v1_fixture();
+  ModelConfig cfg = ModelConfig::from_json(tiny_v1_config(), "tiny-glm-v1/config.json");
+  Model m = Model::from_tensors(cfg, f.tensors, "tiny-glm-v1");
+  EXPECT_EQ(m.arch->norm, NormKind::LayerNorm);
+  EXPECT_TRUE(m.cfg.tied);  // no tie_word_embeddings key: transformers' default
+  ASSERT_EQ(m.cfg.layers.size(), 1u);
+  EXPECT_EQ(m.cfg.layers[0], (LayerConfig{8, 8, 4, 128}));
+  auto got = run_steps(m, f, true);
+  for (int s = 0; s < 3; s++) EXPECT_LE(max_abs_diff(got[size_t(s)], f.hidden[s]), 1e-5) << "step " << s;
+  // The fixture can tell: causal positions without GLM's layout (no prefix, block positions 0)
+  // do not reproduce it.
+  auto causal = run_steps(m, f, false);
+  EXPECT_GT(max_abs_diff(causal[0], f.hidden[0]), 1e-3);
+}
+
+TEST(GlmV1, TokenLayoutFollowsSopAndMask) {
+  ModelConfig cfg = ModelConfig::from_json(tiny_v1_config(), "tiny-glm-v1/config.json");
+  Model m = Model::from_tensors(cfg, read_v1_fixture().tensors, "tiny-glm-v1");
+  // [MASK]=0 [gMASK]=1 sop=2: "4 4 1 2 3 3": c = 3, m = 2; "4 0 4 4 2 3": [MASK] at 1, c = 4;
+  // "4 4 4 4 4 4": no sop, a causal LM.
+  const std::vector<int32_t> ids = {4, 4, 1, 2, 3, 3, 4, 0, 4, 4, 2, 3, 4, 4, 4, 4, 4, 4};
+  TokenLayout t = token_layout(m, ids.data(), 3, 6, nullptr);
+  EXPECT_EQ(t.pos, (std::vector<int32_t>{0, 1, 2, 2, 2, 2, 0, 1, 2, 3, 1, 1, 0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(t.block_pos, (std::vector<int32_t>{0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(t.prefix, (std::vector<int32_t>{3, 4, 0}));
+  // sop without a mask token has no defined generation position: refused.
+  const std::vector<int32_t> bad = {4, 2, 3};
+  EXPECT_THROW(token_layout(m, bad.data(), 1, 3, nullptr), UserError);
+}
+
+TEST(GlmV1, ConfigSelectsTheV1Description) {
+  json j = tiny_v1_config();
+  ModelConfig c = ModelConfig::from_json(j, "x/config.json");
+  EXPECT_EQ(c.head_dim, 4);  // hidden / heads: v1 states no head_dim
+  EXPECT_EQ(c.n_kv_head, 8);
+  EXPECT_EQ(c.prefix_end_id, 2);
+  EXPECT_EQ(c.mask_ids, (std::vector<int>{1, 0}));
+  // ChatGLM2 keys in a v1 config, a v1 config without its sop id: one-line errors naming the field.
+  for (const char* key : {"kv_channels", "ffn_hidden_size", "multi_query_attention"}) {
+    json bad = j;
+    bad[key] = key == std::string("multi_query_attention") ? json(true) : json(4);
+    try {
+      ModelConfig::from_json(bad, "x/config.json");
+      ADD_FAILURE() << key << " accepted";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("ChatGLM-6B (v1)"), std::string::npos) << e.what();
+    }
+  }
+  json no_sop = j;
+  no_sop.erase("bos_token_id");
+  EXPECT_THROW(ModelConfig::from_json(no_sop, "x/config.json"), UserError);
+}
+
+golden::GoldenFile load_golden() {
+  return golden::GoldenFile::load((test::source_dir() / "tests/golden" / (std::string(kModel) + ".lpgd")).string());
+}
+
+TEST(GlmV1, GoldenLogitsAndLoss) {
+  auto g = load_golden();
+  Model m = Model::load(test::fixture_model(kModel));
+  const auto& gi = g.get("fwd/ids");
+  std::vector<int32_t> ids(gi.values.begin(), gi.values.end());
+  const int B = int(gi.shape[0]), T = int(gi.shape[1]);
+  Runner r(m);
+  std::vector<float> logits(size_t(B) * T * m.cfg.vocab);
+  r.forward(ids.data(), B, T, logits.data());
+  std::vector<double> got(logits.begin(), logits.end());
+  EXPECT_TRUE(golden::allclose(got.data(), g.get("fwd/logits"), 2e-5, 1e-4));
+  NllResult n = sequence_nll(r, ids.data(), B, T);
+  EXPECT_NEAR(n.nll_sum / double(n.count), g.get("fwd/loss").values[0], 1e-5);
+}
+
+// Keeps every gradient by tensor name.
+struct CollectSink : GradSink {
+  const Model& m;
+  std::map<std::string, GradStats> grads;
+  explicit CollectSink(const Model& mm) : m(mm) {}
+  void on_layer(int l, const LayerF32&, std::array<GradStats, kNumLayerRoles>& g) override {
+    for (int r = 0; r < kNumLayerRoles; r++)
+      if (!g[size_t(r)].g.empty()) grads[layer_tensor_name(*m.arch, Role(r), l)] = std::move(g[size_t(r)]);
+  }
+  void on_global(std::array<const float*, kNumGlobalRoles>, std::array<GradStats, kNumGlobalRoles>& g) override {
+    for (int r = 0; r < kNumGlobalRoles; r++)
+      if (!g[size_t(r)].g.empty()) grads[m.arch->global[size_t(r)].pattern] = std::move(g[size_t(r)]);
+  }
+};
+
+// The stored (fused, per-head interleaved) layout of a gradient held by role: the arch's index
+// mapping puts role row i of part p at fused_row.
+std::vector<double> fuse_rows(const Model& m, int layer, const FusedTensor& f, std::map<std::string, GradStats>& grads,
+                              bool fisher) {
+  std::vector<const std::vector<float>*> parts;
+  for (Role r : f.parts) {
+    auto it = grads.find(layer_tensor_name(*m.arch, r, layer));
+    EXPECT_TRUE(it != grads.end()) << role_desc(*m.arch, r).name;
+    if (it == grads.end()) return {};
+    parts.push_back(fisher ? &it->second.a : &it->second.g);
+  }
+  const int64_t rows = m.layers[size_t(layer)][f.parts[0]].dim(0);
+  const size_t row_len = parts[0]->size() / size_t(rows);
+  std::vector<double> out(parts.size() * parts[0]->size());
+  for (size_t p = 0; p < parts.size(); p++)
+    for (int64_t i = 0; i < rows; i++)
+      for (size_t c = 0; c < row_len; c++)
+        out[size_t(fused_row(f, int(p), i, 0, rows, m.cfg.head_dim)) * row_len + c] = (*parts[p])[size_t(i) * row_len + c];
+  return out;
+}
+
+TEST(GlmV1, GoldenGradientsAndFisher) {
+  auto g = load_golden();
+  Model m = Model::load(test::fixture_model(kModel));
+  const auto& gi = g.get("fwd/ids");
+  std::vector<int32_t> ids(gi.values.begin(), gi.values.end());
+  const int B = int(gi.shape[0]), T = int(gi.shape[1]);
+  CollectSink sink(m);
+  GradOptions opt;
+  opt.per_sample = true;
+  BackwardResult res = compute_gradients(m, ids.data(), B, T, opt, sink);
+  EXPECT_NEAR(res.loss, g.get("fwd/loss").values[0], 1e-5);
+  int checked = 0;
+  auto check = [&](const std::string& name, const std::vector<double>& grad, const std::vector<double>& fisher) {
+    for (int which = 0; which < 2; which++) {
+      const auto& ref = g.get((which ? "fisher/" : "grad/") + name);
+      const std::vector<double>& got = which ? fisher : grad;
+      ASSERT_EQ(got.size(), ref.values.size()) << name;
+      double mx = 0;
+      for (double v : ref.values) mx = std::max(mx, std::abs(v));
+      EXPECT_TRUE(golden::allclose(got.data(), ref, 1e-4 * mx, which ? 2e-3 : 1e-3)) << (which ? "fisher " : "grad ") << name;
+    }
+    checked++;
+  };
+  auto as_d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  for (int l = 0; l < m.cfg.n_layer; l++)
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      if (m.layers[size_t(l)].w[size_t(r)].empty()) continue;
+      const FusedTensor* f = fused_of(*m.arch, Role(r));
+      if (!f) {
+        const std::string name = layer_tensor_name(*m.arch, Role(r), l);
+        check(name, as_d(sink.grads[name].g), as_d(sink.grads[name].a));
+      } else if (f->parts.front() == Role(r)) {
+        check(fused_tensor_name(*f, l), fuse_rows(m, l, *f, sink.grads, false), fuse_rows(m, l, *f, sink.grads, true));
+      }
+    }
+  for (GlobalRole gr : {GlobalRole::Embed, GlobalRole::FinalNorm, GlobalRole::FinalNormBias}) {
+    const std::string name = m.arch->global[size_t(gr)].pattern;
+    check(name, as_d(sink.grads[name].g), as_d(sink.grads[name].a));
+  }
+  // 2 layers x (2 norms + 2 norm biases + qkv w/b + dense w/b + 2 MLP w/b) + embedding + final norm w/b
+  EXPECT_EQ(checked, 2 * 12 + 3);
+}
+
+// query_key_value [q_0 k_0 v_0 q_1 ...] is split into q, k, v by heads and written back byte for
+// byte; the tied model's lm_head.weight (THUDM stores it) is read as the embedding.
+TEST(GlmV1, FusedSplitFusedIsByteIdentical) {
+  Model m = Model::load(test::fixture_model(kModel));
+  EXPECT_EQ(m.cfg.layers[0], (LayerConfig{4, 4, 16, 96}));
+  auto dir = test::temp_dir("glm-v1-roundtrip");
+  save_model_files(m, dir, DType::F32, "");
+  auto before = load_checkpoint_tensors(test::fixture_model(kModel));
+  auto after = load_checkpoint_tensors(dir);
+  EXPECT_EQ(after.size() + 1, before.size());  // all but lm_head.weight
+  EXPECT_FALSE(after.count("lm_head.weight"));
+  for (auto& [name, t] : after) {
+    ASSERT_TRUE(before.count(name)) << name;
+    const Tensor& b = before.at(name);
+    ASSERT_EQ(t.shape, b.shape) << name;
+    EXPECT_EQ(std::memcmp(t.data, b.data, t.nbytes()), 0) << name;
+  }
+  // The q part is rows [0,16) [48,64) [96,112) [144,160) of the stored tensor.
+  const Tensor& q = m.layers[1][Role::Q];
+  const Tensor& fused = before.at("transformer.layers.1.attention.query_key_value.weight");
+  EXPECT_EQ(std::memcmp(q.f32() + 16 * 64, fused.f32() + 48 * 64, 16 * 64 * sizeof(float)), 0);
+  Model again = Model::load(dir);
+  std::vector<int32_t> ids = {5, 9, 57, 60, 11, 12};
+  Runner r1(m), r2(again);
+  std::vector<float> a(ids.size() * 64), b(ids.size() * 64);
+  r1.forward(ids.data(), 1, int(ids.size()), a.data());
+  r2.forward(ids.data(), 1, int(ids.size()), b.data());
+  EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace llmprune
+
+namespace llmprune {
+namespace {
+
+// llama.cpp has no ChatGLM-6B v1 graph: GGUF export is refused with a one-line error, nothing written.
+TEST(GlmV1, GgufExportIsRefused) {
+  Model m = Model::load(test::fixture_model(kModel));
+  auto out = test::temp_dir("glm-v1-gguf") / "m.gguf";
+  try {
+    export_gguf(m, nullptr, out, DType::F32);
+    ADD_FAILURE() << "exported";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("llama.cpp has no architecture"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+// Whole-model loss gradients against central finite differences (fp32 forward, so a coarse
+// step): one element of every kind of tensor, the per-head interleaved q/k/v parts included.
+TEST(GlmV1, WeightGradientsMatchFiniteDifferences) {
+  Model m = Model::load(test::fixture_model(kModel));
+  struct Keep : GradSink {
+    std::array<GradStats, kNumLayerRoles> g;
+    void on_layer(int l, const LayerF32&, std::array<GradStats, kNumLayerRoles>& grads) override {
+      if (l == 0) g = grads;
+    }
+  } sink;
+  const std::vector<int32_t> ids = {5, 17, 40, 57, 60, 22, 31, 8};  // prompt [gMASK] sop answer
+  GradOptions opt;
+  compute_gradients(m, ids.data(), 1, int(ids.size()), opt, sink);
+  auto loss = [&](const Model& mm) {
+    Runner r(mm);
+    NllResult n = sequence_nll(r, ids.data(), 1, int(ids.size()));
+    return n.nll_sum / double(n.count);
+  };
+  for (Role role : {Role::AttnNorm, Role::AttnNormBias, Role::Q, Role::QBias, Role::K, Role::V, Role::VBias, Role::O,
+                    Role::MlpNormBias, Role::Up, Role::UpBias, Role::Down}) {
+    for (int64_t i : {int64_t(3), int64_t(37)}) {
+      Model mp = m, mm = m;
+      Tensor& tp = mp.layers[0][role];
+      tp = tp.converted(DType::F32);
+      Tensor& tm = mm.layers[0][role];
+      tm = tm.converted(DType::F32);
+      const float h = 1e-2f;
+      tp.f32_mut()[i] += h;
+      tm.f32_mut()[i] -= h;
+      const double fd = (loss(mp) - loss(mm)) / (2 * h);
+      const double an = sink.g[size_t(role)].g.at(size_t(i));
+      EXPECT_NEAR(an, fd, 2e-3 + 2e-2 * std::fabs(fd)) << role_desc(*m.arch, role).name << "[" << i << "]";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llmprune
