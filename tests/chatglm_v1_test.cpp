@@ -12,6 +12,8 @@
 
 #include "core/error.h"
 #include "golden.h"
+#include "graph/groups.h"
+#include "prune/surgery.h"
 #include "io/safetensors.h"
 #include "model/backward.h"
 #include "model/forward.h"
@@ -347,6 +349,85 @@ TEST(GlmV1, WeightGradientsMatchFiniteDifferences) {
       EXPECT_NEAR(an, fd, 2e-3 + 2e-2 * std::fabs(fd)) << role_desc(*m.arch, role).name << "[" << i << "]";
     }
   }
+}
+
+}  // namespace
+}  // namespace llmprune
+
+namespace llmprune {
+namespace {
+
+std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
+  Runner r(m);
+  std::vector<float> out(ids.size() * size_t(m.cfg.vocab));
+  r.forward(ids.data(), 1, int(ids.size()), out.data());
+  return out;
+}
+
+// Pruning = masking on the per-head interleaved layout: zeroing head 2's block [q_2 k_2 v_2] of
+// query_key_value (rows 96..143, and the bias) and MLP channels of dense_h_to_4h in the STORED
+// tensors gives the physically pruned model's logits; the pruned (ragged) checkpoint is written
+// in v1's names with head_dim stated and reloads with identical logits, as does a uniformly
+// head-pruned one (3 heads x 16 != hidden 64: THUDM's code cannot load it, llmprune can).
+TEST(GlmV1, PruningIsMaskingOnInterleavedLayout) {
+  Model m = Model::load(test::fixture_model(kModel));
+  const std::vector<int32_t> ids = {5, 17, 40, 57, 60, 22, 31, 8, 9};
+  auto groups = discover_groups(m, GroupOptions{});
+  std::vector<Group> cut;
+  for (const Group& g : groups)
+    if ((g.kind == UnitKind::Head && g.layer == 1 && g.index == 2) || (g.kind == UnitKind::Mlp && g.layer == 0 && g.index % 7 == 3))
+      cut.push_back(g);
+  ASSERT_EQ(cut.size(), 1u + 14u);
+  Model pruned = remove_groups(m, cut);
+  EXPECT_EQ(pruned.cfg.layers[1], (LayerConfig{3, 3, 16, 96}));
+  EXPECT_EQ(pruned.cfg.layers[0], (LayerConfig{4, 4, 16, 82}));
+
+  auto stored = load_checkpoint_tensors(test::fixture_model(kModel));
+  for (auto& [name, t] : stored) t = t.converted(t.dtype);  // owned, writable
+  auto zero_rows = [](Tensor& t, int64_t r0, int64_t n) {
+    const size_t row = t.nbytes() / size_t(t.dim(0));
+    std::memset(static_cast<uint8_t*>(t.data) + size_t(r0) * row, 0, size_t(n) * row);
+  };
+  for (const char* suffix : {"weight", "bias"}) {
+    zero_rows(stored.at(std::string("transformer.layers.1.attention.query_key_value.") + suffix), 2 * 3 * 16, 3 * 16);
+    for (int j = 3; j < 96; j += 7) zero_rows(stored.at(std::string("transformer.layers.0.mlp.dense_h_to_4h.") + suffix), j, 1);
+  }
+  Model masked = Model::from_tensors(m.cfg, stored, "masked");
+  auto want = logits_of(pruned, ids), got = logits_of(masked, ids);
+  double d = 0;
+  for (size_t i = 0; i < want.size(); i++) d = std::max(d, double(std::fabs(want[i] - got[i])));
+  EXPECT_LE(d, 1e-5);
+  double moved = 0;
+  auto base = logits_of(m, ids);
+  for (size_t i = 0; i < want.size(); i++) moved = std::max(moved, double(std::fabs(base[i] - want[i])));
+  EXPECT_GT(moved, 1e-3);  // the cut matters
+
+  auto dir = test::temp_dir("glm-v1-pruned");
+  save_pruned(m, cut, dir, DType::F32, "");
+  std::ifstream cj(dir / "config.json");
+  json c = json::parse(cj);
+  EXPECT_EQ(c["model_type"], "chatglm");
+  EXPECT_EQ(c["head_dim"], 16);
+  EXPECT_EQ(c["llmprune_layers"][0]["inner_hidden_size"], 82);
+  EXPECT_EQ(c["llmprune_layers"][1]["num_attention_heads"], 3);
+  SafetensorsFile f = SafetensorsFile::open(dir / "model.safetensors");
+  EXPECT_EQ(f.tensors.at("transformer.layers.1.attention.query_key_value.weight").shape, (std::vector<int64_t>{144, 64}));
+  EXPECT_EQ(f.tensors.at("transformer.layers.1.attention.dense.weight").shape, (std::vector<int64_t>{64, 48}));
+  EXPECT_EQ(logits_of(Model::load(dir), ids), want);
+
+  std::vector<Group> uni;
+  for (const Group& g : groups)
+    if (g.kind == UnitKind::Head && g.index == 0) uni.push_back(g);
+  ASSERT_EQ(uni.size(), 2u);
+  auto dir2 = test::temp_dir("glm-v1-uniform");
+  save_pruned(m, uni, dir2, DType::F32, "");
+  std::ifstream cj2(dir2 / "config.json");
+  json c2 = json::parse(cj2);
+  EXPECT_EQ(c2["num_attention_heads"], 3);
+  EXPECT_EQ(c2["head_dim"], 16);
+  EXPECT_EQ(c2["hidden_size"], 64);
+  EXPECT_FALSE(c2.contains("llmprune_layers"));
+  EXPECT_EQ(logits_of(Model::load(dir2), ids), logits_of(remove_groups(m, uni), ids));
 }
 
 }  // namespace

@@ -105,6 +105,7 @@ DependencyGraph::DependencyGraph(const Model& m) : n_layers_(int(m.layers.size()
   for (int l = 0; l < n_layers_; l++)
     for (int r = 0; r < kNumLayerRoles; r++) add_tensor(l, r, m.arch->layer[size_t(r)], m.layers[size_t(l)].w[size_t(r)]);
   add_tensor(-1, int(GlobalRole::FinalNorm), m.arch->global[size_t(GlobalRole::FinalNorm)], m.final_norm());
+  add_tensor(-1, int(GlobalRole::FinalNormBias), m.arch->global[size_t(GlobalRole::FinalNormBias)], m.final_norm_bias());
   if (!m.cfg.tied)
     add_tensor(-1, int(GlobalRole::LmHead), m.arch->global[size_t(GlobalRole::LmHead)], m.global[size_t(GlobalRole::LmHead)]);
 
