@@ -139,9 +139,13 @@ TEST(GlmV1, TokenLayoutFollowsSopAndMask) {
   EXPECT_EQ(t.pos, (std::vector<int32_t>{0, 1, 2, 2, 2, 2, 0, 1, 2, 3, 1, 1, 0, 1, 2, 3, 4, 5}));
   EXPECT_EQ(t.block_pos, (std::vector<int32_t>{0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0}));
   EXPECT_EQ(t.prefix, (std::vector<int32_t>{3, 4, 0}));
-  // sop without a mask token has no defined generation position: refused.
-  const std::vector<int32_t> bad = {4, 2, 3};
-  EXPECT_THROW(token_layout(m, bad.data(), 1, 3, nullptr), UserError);
+  // sop without a mask token (plain text after the tokenizer's BOS, which v1 names sop): the
+  // generated positions sit at sop's index.
+  const std::vector<int32_t> bos_text = {2, 3, 4, 4};
+  TokenLayout u = token_layout(m, bos_text.data(), 1, 4, nullptr);
+  EXPECT_EQ(u.pos, (std::vector<int32_t>{0, 0, 0, 0}));
+  EXPECT_EQ(u.block_pos, (std::vector<int32_t>{1, 2, 3, 4}));
+  EXPECT_EQ(u.prefix, (std::vector<int32_t>{0}));
 }
 
 TEST(GlmV1, ConfigSelectsTheV1Description) {

@@ -164,10 +164,9 @@ TokenLayout token_layout(const Model& m, const int32_t* tokens, int B, int T, KV
       cache->glm_mask[size_t(b)] = mask;
     }
     if (sop < 0) continue;  // no sop: a causal LM, p_t = t, b_t = 0
-    const int32_t mpos = gmask >= 0 ? gmask : mask;
-    if (mpos < 0)
-      throw UserError("a ChatGLM-6B sequence has sop (id " + std::to_string(c.prefix_end_id) + ") at position " +
-                      std::to_string(sop) + " but no [gMASK] or [MASK] token: its generated positions are undefined");
+    // No mask token before sop (text that starts with the tokenizer's BOS, which v1's config
+    // names sop): THUDM's code refuses it; llmprune scores it as generated from sop's position.
+    const int32_t mpos = gmask >= 0 ? gmask : mask >= 0 ? mask : sop;
     out.prefix[size_t(b)] = sop;
     for (int t = 0; t < T; t++) {
       const int32_t at = pos0 + t;
