@@ -150,7 +150,8 @@ void run_tune(TuneArgs& a) {
   AtomicDir out(a.out, a.force);
   save_model_files(merged, out.path(), out_dtype, model_dir_of(a.model));
   json targets_json = json::array();
-  for (Role r : lc.targets) targets_json.push_back(hf_module_name(*model.arch, r));
+  for (Role r : lc.targets)
+    if (has_role(*model.arch, r)) targets_json.push_back(hf_module_name(*model.arch, r));  // v1 has no gate
   json settings = {{"data", a.data},
                    {"data_format", drep.format},
                    {"val_file", a.val_file},

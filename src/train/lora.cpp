@@ -328,6 +328,7 @@ void save_peft_adapter(const LoraAdapters& lora, const std::filesystem::path& di
   w.write(dir / "adapter_model.safetensors");
   nlohmann::json targets = nlohmann::json::array();
   for (Role r : c.targets) {
+    if (!has_role(*lora.model().arch, r)) continue;  // a target the family lacks (ChatGLM-6B v1: gate)
     std::string name = hf_module_name(*lora.model().arch, r);
     if (std::find(targets.begin(), targets.end(), name) == targets.end()) targets.push_back(name);
   }
