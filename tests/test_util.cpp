@@ -15,6 +15,19 @@ static std::string slurp(const std::filesystem::path& p) {
   return ss.str();
 }
 
+namespace {
+// ctest runs every test in its own process, so each would otherwise leave its own
+// llmprune-test-PID directory behind (a full `make test` left ~1 GB per run in /tmp).
+struct TempRootCleanup : ::testing::Environment {
+  void TearDown() override {
+    if (!::testing::UnitTest::GetInstance()->Passed()) return;  // keep a failure's files
+    std::error_code ec;
+    std::filesystem::remove_all(temp_root(), ec);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const temp_root_cleanup = ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
+}  // namespace
+
 CmdResult run_cli(const std::string& args) {
   auto dir = temp_dir("cli");
   std::string cmd = std::string("'") + LLMPRUNE_BIN + "' " + args + " > '" + (dir / "out").string() + "' 2> '" +

@@ -19,9 +19,15 @@ inline std::filesystem::path fixture_model(const std::string& name) {
 }
 inline std::filesystem::path fixture_text(const std::string& name) { return shared_dir() / "fixtures/text" / name; }
 
-// A fresh empty directory under the build tree's temp area, unique per test.
+// This test process's temp area: $TMPDIR/llmprune-test-PID. Removed when the process's tests
+// all passed (test_util.cpp); kept for inspection after a failure.
+inline std::filesystem::path temp_root() {
+  return std::filesystem::temp_directory_path() / ("llmprune-test-" + std::to_string(::getpid()));
+}
+
+// A fresh empty directory under temp_root(), unique per test.
 inline std::filesystem::path temp_dir(const std::string& tag) {
-  auto base = std::filesystem::temp_directory_path() / ("llmprune-test-" + std::to_string(::getpid()));
+  auto base = temp_root();
   auto info = ::testing::UnitTest::GetInstance()->current_test_info();
   auto p = base / (std::string(info ? info->test_suite_name() : "x") + "." + (info ? info->name() : "y") + "." + tag);
   std::filesystem::remove_all(p);
