@@ -179,7 +179,7 @@ void run_eval(const EvalArgs& a) {
   if (!a.tasks.empty() && a.task_dir.empty()) throw UserError("--tasks needs --task-dir DIR (one sub-folder per task)");
   if (a.json) Progress::set_enabled(false);
 
-  const kernels::Compute compute = parse_compute(a.compute);
+  const kernels::Compute compute = kernels::parse_compute(a.compute);
   std::vector<PplSpec> ppl_specs;
   for (auto& spec : split_list(a.ppl)) {
     // NAME=FILE names the column; a bare FILE is named by its file name.

@@ -64,7 +64,7 @@ void run_tune(TuneArgs& a) {
   if (a.json_out) Progress::set_enabled(false);
   TrainOptions& t = a.t;
   t.quiet = a.quiet;
-  t.compute = parse_compute(a.compute);
+  t.compute = kernels::parse_compute(a.compute);
   if (a.cutoff_len < 2) throw UserError("--cutoff-len must be at least 2");
   if (t.batch < 1 || t.micro_batch < 1) throw UserError("--batch and --micro-batch must be positive");
   if (t.batch % t.micro_batch != 0)

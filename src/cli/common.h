@@ -29,6 +29,5 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model);
 
 // --compute fp32|bf16: the precision of the heavy passes' GEMMs (default fp32).
 void add_compute_option(CLI::App* cmd, std::string& value);
-kernels::Compute parse_compute(const std::string& value);  // UserError naming the flag
 
 }  // namespace llmprune::cli

@@ -23,12 +23,6 @@ void add_compute_option(CLI::App* cmd, std::string& value) {
       ->capture_default_str();
 }
 
-kernels::Compute parse_compute(const std::string& value) {
-  kernels::Compute c;
-  if (!kernels::compute_from_name(value, &c)) throw UserError("--compute '" + value + "' is not one of fp32, bf16");
-  return c;
-}
-
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::string cur;

@@ -10,14 +10,15 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "kernels/ops.h"
 
 namespace llmprune::kernels {
 
-bool compute_from_name(const std::string& s, Compute* out) {
-  if (s == "fp32") return *out = Compute::F32, true;
-  if (s == "bf16") return *out = Compute::BF16, true;
-  return false;
+Compute parse_compute(const std::string& s) {
+  if (s == "fp32") return Compute::F32;
+  if (s == "bf16") return Compute::BF16;
+  throw UserError("--compute '" + s + "' is not one of fp32, bf16");
 }
 
 const char* compute_name(Compute c) { return c == Compute::BF16 ? "bf16" : "fp32"; }

@@ -16,8 +16,8 @@ namespace llmprune::kernels {
 
 // Precision of the heavy passes' GEMMs. Reductions, softmax, norms and the loss stay fp32.
 enum class Compute : uint8_t { F32, BF16 };
-// "fp32" | "bf16"; false for anything else.
-bool compute_from_name(const std::string& s, Compute* out);
+// The --compute flag's value: "fp32" | "bf16"; a UserError naming the flag for anything else.
+Compute parse_compute(const std::string& s);
 const char* compute_name(Compute c);
 
 // A GEMM operand in row-major storage: fp32 or bf16 (raw bits), leading dimension ld. With

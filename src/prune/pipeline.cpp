@@ -204,7 +204,7 @@ PruneSummary run(const PruneSpec& a) {
     throw UserError("--allocation " + a.allocation + " takes one --ratio (not --attn-ratio / --mlp-ratio)");
   io.reduction = parse_reduction(a.reduction);
   io.seed = a.seed;
-  if (!kernels::compute_from_name(a.compute, &io.compute)) throw UserError("--compute '" + a.compute + "' is not one of fp32, bf16");
+  io.compute = kernels::parse_compute(a.compute);
   PlanOptions po;
   po.strategy = parse_strategy(a.strategy);
   po.global = a.global;
