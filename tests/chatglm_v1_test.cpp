@@ -19,6 +19,7 @@
 #include "model/forward.h"
 #include "model/gguf_model.h"
 #include "model/model.h"
+#include "grad_check.h"
 #include "test_util.h"
 
 namespace llmprune {
@@ -191,20 +192,7 @@ TEST(GlmV1, GoldenLogitsAndLoss) {
   EXPECT_NEAR(n.nll_sum / double(n.count), g.get("fwd/loss").values[0], 1e-5);
 }
 
-// Keeps every gradient by tensor name.
-struct CollectSink : GradSink {
-  const Model& m;
-  std::map<std::string, GradStats> grads;
-  explicit CollectSink(const Model& mm) : m(mm) {}
-  void on_layer(int l, const LayerF32&, std::array<GradStats, kNumLayerRoles>& g) override {
-    for (int r = 0; r < kNumLayerRoles; r++)
-      if (!g[size_t(r)].g.empty()) grads[layer_tensor_name(*m.arch, Role(r), l)] = std::move(g[size_t(r)]);
-  }
-  void on_global(std::array<const float*, kNumGlobalRoles>, std::array<GradStats, kNumGlobalRoles>& g) override {
-    for (int r = 0; r < kNumGlobalRoles; r++)
-      if (!g[size_t(r)].g.empty()) grads[m.arch->global[size_t(r)].pattern] = std::move(g[size_t(r)]);
-  }
-};
+using test::CollectSink;
 
 // The stored (fused, per-head interleaved) layout of a gradient held by role: the arch's index
 // mapping puts role row i of part p at fused_row.
@@ -323,36 +311,11 @@ TEST(GlmV1, GgufExportIsRefused) {
 // step): one element of every kind of tensor, the per-head interleaved q/k/v parts included.
 TEST(GlmV1, WeightGradientsMatchFiniteDifferences) {
   Model m = Model::load(test::fixture_model(kModel));
-  struct Keep : GradSink {
-    std::array<GradStats, kNumLayerRoles> g;
-    void on_layer(int l, const LayerF32&, std::array<GradStats, kNumLayerRoles>& grads) override {
-      if (l == 0) g = grads;
-    }
-  } sink;
   const std::vector<int32_t> ids = {5, 17, 40, 57, 60, 22, 31, 8};  // prompt [gMASK] sop answer
-  GradOptions opt;
-  compute_gradients(m, ids.data(), 1, int(ids.size()), opt, sink);
-  auto loss = [&](const Model& mm) {
-    Runner r(mm);
-    NllResult n = sequence_nll(r, ids.data(), 1, int(ids.size()));
-    return n.nll_sum / double(n.count);
-  };
-  for (Role role : {Role::AttnNorm, Role::AttnNormBias, Role::Q, Role::QBias, Role::K, Role::V, Role::VBias, Role::O,
-                    Role::MlpNormBias, Role::Up, Role::UpBias, Role::Down}) {
-    for (int64_t i : {int64_t(3), int64_t(37)}) {
-      Model mp = m, mm = m;
-      Tensor& tp = mp.layers[0][role];
-      tp = tp.converted(DType::F32);
-      Tensor& tm = mm.layers[0][role];
-      tm = tm.converted(DType::F32);
-      const float h = 1e-2f;
-      tp.f32_mut()[i] += h;
-      tm.f32_mut()[i] -= h;
-      const double fd = (loss(mp) - loss(mm)) / (2 * h);
-      const double an = sink.g[size_t(role)].g.at(size_t(i));
-      EXPECT_NEAR(an, fd, 2e-3 + 2e-2 * std::fabs(fd)) << role_desc(*m.arch, role).name << "[" << i << "]";
-    }
-  }
+  test::expect_layer0_grads_match_fd(m, ids,
+                                     {Role::AttnNorm, Role::AttnNormBias, Role::Q, Role::QBias, Role::K, Role::V, Role::VBias,
+                                      Role::O, Role::MlpNormBias, Role::Up, Role::UpBias, Role::Down},
+                                     {3, 37});
 }
 
 }  // namespace

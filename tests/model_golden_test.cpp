@@ -9,6 +9,7 @@
 #include "eval/perplexity.h"
 #include "golden.h"
 #include "model/backward.h"
+#include "grad_check.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -69,20 +70,7 @@ TEST(ModelGoldenSliding, StrideHalfWindow) {
   EXPECT_LT(std::abs(res.ppl - ref) / ref, 1e-3) << "ppl " << res.ppl << " vs reference " << ref;
 }
 
-// Keeps every gradient by tensor name.
-struct CollectSink : GradSink {
-  const Model& m;
-  std::map<std::string, GradStats> grads;
-  explicit CollectSink(const Model& mm) : m(mm) {}
-  void on_layer(int l, const LayerF32&, std::array<GradStats, kNumLayerRoles>& g) override {
-    for (int r = 0; r < kNumLayerRoles; r++)
-      if (!g[size_t(r)].g.empty()) grads[layer_tensor_name(*m.arch, Role(r), l)] = std::move(g[size_t(r)]);
-  }
-  void on_global(std::array<const float*, kNumGlobalRoles>, std::array<GradStats, kNumGlobalRoles>& g) override {
-    for (int r = 0; r < kNumGlobalRoles; r++)
-      if (!g[size_t(r)].g.empty()) grads[m.arch->global[size_t(r)].pattern] = std::move(g[size_t(r)]);
-  }
-};
+using test::CollectSink;
 
 ::testing::AssertionResult strided_close(const std::vector<float>& full, const golden::GoldenTensor& ref, int64_t stride,
                                          double atol, double rtol) {

@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
@@ -36,6 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import golden  # noqa: E402
+import reference  # noqa: E402  (write_safetensors)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "chatglm-v1-tiny"
@@ -168,22 +168,6 @@ def verify_fixture(shared):
     return err
 
 
-def write_safetensors_f32(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, arr in sorted(tensors, key=lambda t: t[0]):
-        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    header["__metadata__"] = {"format": "pt"}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h)
-        for raw in blobs:
-            f.write(raw)
-
-
 def tiny_config():
     # The v1 config keys (CHATGLM.md §1.1) on a 64-token vocabulary (no tokenizer: the goldens
     # are on ids); the specials in v1's order [MASK] [gMASK] [sMASK] <unused_0> <sop> <eop> at 56..
@@ -213,7 +197,7 @@ def make_model(shared):
         t.append((name, a.astype(np.float32)))
     # THUDM's checkpoints store lm_head.weight too; tied, the loader reads the embedding.
     t.append(("lm_head.weight", t[0][1].copy()))
-    write_safetensors_f32(os.path.join(out, "model.safetensors"), t)
+    reference.write_safetensors(os.path.join(out, "model.safetensors"), t, "F32")
     with open(os.path.join(out, "config.json"), "w") as f:
         f.write(json.dumps(cfg, indent=2) + "\n")
     print(f"{MODEL}: written to {out}")

@@ -351,15 +351,20 @@ def model_dir(model, shared):
     return os.path.join(shared, "fixtures", "models", model)
 
 
-def write_safetensors_bf16(path, tensors):
-    """tensors: list of (name, float32 numpy). Stored as BF16 (round to nearest even), names
-    sorted as HF writes them."""
+def write_safetensors(path, tensors, dtype="BF16"):
+    """tensors: list of (name, float32 numpy), stored as dtype: BF16 (round to nearest even) or
+    F32; names sorted as HF writes them."""
     header, blobs, off = {}, [], 0
     for name, arr in sorted(tensors, key=lambda t: t[0]):
-        u = np.ascontiguousarray(arr, dtype="<f4").view("<u4").astype(np.uint64)
-        rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
-        raw = rounded.tobytes()
-        header[name] = {"dtype": "BF16", "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
+        f32 = np.ascontiguousarray(arr, dtype="<f4")
+        if dtype == "BF16":
+            u = f32.view("<u4").astype(np.uint64)
+            raw = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes()
+        elif dtype == "F32":
+            raw = f32.tobytes()
+        else:
+            raise ValueError("dtype must be BF16 or F32, not " + dtype)
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)
         off += len(raw)
     header["__metadata__"] = {"format": "pt"}
@@ -369,6 +374,10 @@ def write_safetensors_bf16(path, tensors):
         f.write(struct.pack("<Q", len(h)) + h)
         for raw in blobs:
             f.write(raw)
+
+
+def write_safetensors_bf16(path, tensors):
+    write_safetensors(path, tensors, "BF16")
 
 
 def make_bias_model(shared):
