@@ -21,6 +21,7 @@
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/gguf_model.h"
+#include "prune/calibration.h"
 #include "prune/compensate.h"
 #include "prune/surgery.h"
 #include "bf16_check.h"
@@ -648,6 +649,35 @@ TEST(ChatglmCli, EverySubcommandRuns) {
     want.insert(want.end(), t.f32(), t.f32() + t.numel());
   }
   EXPECT_EQ(up, want);
+}
+
+// Every pruning pass reads its calibration text with the model's own tokenizer: ChatGLM's windows
+// start with the family prefix [gMASK] sop (the FLAP statistics windows once used the bare
+// SentencePiece model, without it).
+TEST(ChatglmTokenizer, CalibrationWindowsStartWithTheFamilyPrefix) {
+  auto dir = write_glm_dir("glm-calib");
+  const auto text = dir / "calib.txt";
+  atomic_write_file(text, "In the beginning God created the heaven and the earth. And the earth was without form, and void.");
+  CalibOptions co;
+  co.file = text.string();
+  co.samples = 2;
+  co.seq_len = 6;
+  co.random = false;
+  co.flag = "--stat";
+  const std::vector<int32_t> w = read_calibration_windows(dir.string(), 64, co);
+  ASSERT_EQ(w.size(), 12u);
+  EXPECT_EQ(w[0], 4097);  // [gMASK]
+  EXPECT_EQ(w[1], 4099);  // sop
+  auto plain = load_tokenizer(dir);
+  const auto body = plain->encode("In the beginning");
+  EXPECT_EQ(std::vector<int32_t>(w.begin() + 2, w.begin() + 2 + long(body.size())), body);
+  co.seq_len = 65;  // beyond the context: named by the statistics flag
+  try {
+    read_calibration_windows(dir.string(), 64, co);
+    FAIL() << "a window longer than the context must be refused";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("--stat-seq-len 65 exceeds"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

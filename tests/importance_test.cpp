@@ -106,22 +106,31 @@ TEST(Importance, CalibrationWindows) {
   std::vector<int32_t> stream(100);
   std::iota(stream.begin(), stream.end(), 0);
   CalibOptions o;
+  o.file = "x.txt";
   o.samples = 3;
   o.seq_len = 10;
   o.random = false;
-  auto w = calibration_windows(stream, o, "x");
+  auto w = calibration_windows(stream, o);
   ASSERT_EQ(w.size(), 30u);
   EXPECT_EQ(w[0], 0);
   EXPECT_EQ(w[10], 10);
   EXPECT_EQ(w[29], 29);
   o.random = true;
   o.seed = 7;
-  auto r1 = calibration_windows(stream, o, "x"), r2 = calibration_windows(stream, o, "x");
+  auto r1 = calibration_windows(stream, o), r2 = calibration_windows(stream, o);
   EXPECT_EQ(r1, r2);
   for (int j = 0; j < 3; j++)
     for (int t = 1; t < 10; t++) EXPECT_EQ(r1[size_t(j * 10 + t)], r1[size_t(j * 10)] + t);  // contiguous windows
   o.samples = 11;
-  EXPECT_THROW(calibration_windows(stream, o, "x"), UserError);
+  EXPECT_THROW(calibration_windows(stream, o), UserError);
+  o.flag = "--stat";
+  try {
+    calibration_windows(stream, o);
+    FAIL() << "a text shorter than the windows must be refused";
+  } catch (const UserError& e) {  // the file and the flags the user gave
+    EXPECT_NE(std::string(e.what()).find("x.txt"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--stat-samples x --stat-seq-len = 110"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Importance, ReductionsAndRandom) {

@@ -14,6 +14,7 @@
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "importance/importance.h"
+#include "prune/calibration.h"
 #include "prune/sparsify.h"
 #include "tokenizer/tokenizer.h"
 
@@ -95,18 +96,13 @@ void run_sparsify(const SparsifyArgs& a) {
   const ParamCounts before = count_params(model);
   std::vector<int32_t> calib;
   if (wanda) {
-    if (a.calib_seq_len > model.cfg.max_pos)
-      throw UserError("--calib-seq-len " + std::to_string(a.calib_seq_len) + " exceeds the model's context of " +
-                      std::to_string(model.cfg.max_pos));
-    auto tok = load_model_tokenizer(a.model);
-    auto stream = tokenize_file_with_bos(*tok, a.calib);
     CalibOptions co;
     co.file = a.calib;
     co.samples = a.calib_samples;
     co.seq_len = a.calib_seq_len;
     co.random = a.calib_sampling == "random";
     co.seed = a.seed;
-    calib = calibration_windows(stream, co, a.calib);
+    calib = read_calibration_windows(a.model, model.cfg.max_pos, co);
   }
   SparsifyReport rep = sparsify_model(model, o, calib, a.calib_samples, a.calib_seq_len);
   const ParamCounts after = count_params(model);

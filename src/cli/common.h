@@ -23,9 +23,6 @@ struct AutoRegister {
 // Lower-case, trimmed comma list: "a, b" -> {"a","b"}.
 std::vector<std::string> split_list(const std::string& s);
 std::string format_count(double n);  // 6.81M, 1.23B
-// The tokenizer of a model: tokenizer files in its directory, else (for a .gguf file) the
-// vocabulary stored in the GGUF metadata.
-std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model);
 
 // --compute fp32|bf16: the precision of the heavy passes' GEMMs (default fp32).
 void add_compute_option(CLI::App* cmd, std::string& value);

@@ -48,16 +48,6 @@ std::string format_count(double n) {
   return buf;
 }
 
-std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model) {
-  std::filesystem::path p(model);
-  if (p.extension() == ".gguf" && std::filesystem::is_regular_file(p)) {
-    auto dir = p.parent_path().empty() ? std::filesystem::path(".") : p.parent_path();
-    if (!std::filesystem::exists(dir / "tokenizer.json") && !std::filesystem::exists(dir / "tokenizer.model"))
-      return load_gguf_tokenizer(p);
-  }
-  return load_tokenizer_for_model(model_dir_of(model));
-}
-
 }  // namespace llmprune::cli
 
 int main(int argc, char** argv) {

@@ -55,13 +55,13 @@ std::string reduction_name(Reduction r) { return name_of(kReductionNames, r); }
 bool needs_gradients(Criterion c) { return c == Criterion::Vector || c == Criterion::Element1 || c == Criterion::Element2 || c == Criterion::Fisher; }
 bool needs_fisher(Criterion c) { return c == Criterion::Element2 || c == Criterion::Fisher; }
 
-std::vector<int32_t> calibration_windows(const std::vector<int32_t>& stream, const CalibOptions& opt, const std::string& file) {
-  if (opt.samples <= 0) throw UserError("--calib-samples must be positive");
-  if (opt.seq_len < 2) throw UserError("--calib-seq-len must be at least 2");
+std::vector<int32_t> calibration_windows(const std::vector<int32_t>& stream, const CalibOptions& opt) {
+  if (opt.samples <= 0) throw UserError(opt.flag + "-samples must be positive");
+  if (opt.seq_len < 2) throw UserError(opt.flag + "-seq-len must be at least 2");
   const int64_t need = int64_t(opt.samples) * opt.seq_len;
   if (int64_t(stream.size()) < need)
-    throw input_error(file, "has " + std::to_string(stream.size()) + " tokens, fewer than --calib-samples x --calib-seq-len = " +
-                                std::to_string(need));
+    throw input_error(opt.file, "has " + std::to_string(stream.size()) + " tokens, fewer than " + opt.flag + "-samples x " +
+                                    opt.flag + "-seq-len = " + std::to_string(need));
   std::vector<int32_t> out;
   out.reserve(size_t(need));
   std::mt19937_64 rng(opt.seed);

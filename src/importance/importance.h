@@ -27,11 +27,12 @@ struct CalibOptions {
   int samples = 10, seq_len = 64;
   bool random = true;  // --calib-sampling random (default) | sequential
   uint64_t seed = 0;
+  std::string flag = "--calib";  // errors name FLAG-samples / FLAG-seq-len (--stat for the statistics set)
 };
 
 // The calibration windows [samples, seq_len] from a token stream (BOS once + whole text).
-// Throws UserError when the text is shorter than samples*seq_len tokens.
-std::vector<int32_t> calibration_windows(const std::vector<int32_t>& stream, const CalibOptions& opt, const std::string& file);
+// Throws UserError naming opt.file when the text is shorter than samples*seq_len tokens.
+std::vector<int32_t> calibration_windows(const std::vector<int32_t>& stream, const CalibOptions& opt);
 
 struct ImportanceOptions {
   Criterion criterion = Criterion::Element1;

@@ -829,4 +829,13 @@ void write_gguf_tokenizer_model(const fs::path& file, const fs::path& out) {
   atomic_write_file(out, proto);
 }
 
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model) {
+  fs::path p(model);
+  if (p.extension() == ".gguf" && fs::is_regular_file(p)) {
+    const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+    if (!fs::exists(dir / "tokenizer.json") && !fs::exists(dir / "tokenizer.model")) return load_gguf_tokenizer(p);
+  }
+  return load_tokenizer_for_model(model_dir_of(model));
+}
+
 }  // namespace llmprune

@@ -75,6 +75,9 @@ struct Model {
 std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::filesystem::path& model_dir);
 // The directory holding a model (itself, or the folder of a .gguf file): tokenizer files live there.
 std::filesystem::path model_dir_of(const std::string& model);
+// The tokenizer of a model path: tokenizer files in its directory (load_tokenizer_for_model), else,
+// for a .gguf file, the vocabulary stored in the GGUF metadata (model/gguf_model.cpp).
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model);
 
 // Parameter counts by role for `info` and reports.
 struct ParamCounts {

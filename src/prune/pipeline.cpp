@@ -18,6 +18,7 @@
 #include "kernels/gemm_bf16.h"
 #include "prune/allocation.h"
 #include "prune/budget.h"
+#include "prune/calibration.h"
 #include "prune/compensate.h"
 #include "prune/depth.h"
 #include "prune/plan.h"
@@ -36,21 +37,15 @@ json unit_json(const Group& g, double score) {
 
 // The statistics windows (--stat-samples x --stat-seq-len of --stat-calib or --calib).
 std::vector<int32_t> statistics_windows(const PruneSpec& a, const Model& m, const std::string& what) {
-  const std::string& stat_file = a.stat_calib.empty() ? a.calib : a.stat_calib;
-  if (stat_file.empty()) throw UserError(what + " needs --calib FILE (calibration text)");
-  if (a.stat_seq_len > m.cfg.max_pos)
-    throw UserError("--stat-seq-len " + std::to_string(a.stat_seq_len) + " exceeds the model's context of " + std::to_string(m.cfg.max_pos));
-  auto tok = load_tokenizer(model_dir_of(a.model));
-  auto stream = tokenize_file_with_bos(*tok, stat_file);
-  if (int64_t(stream.size()) < int64_t(a.stat_samples) * a.stat_seq_len)
-    throw input_error(stat_file, "has " + std::to_string(stream.size()) + " tokens, fewer than --stat-samples x --stat-seq-len = " +
-                                   std::to_string(int64_t(a.stat_samples) * a.stat_seq_len));
   CalibOptions co;
+  co.file = a.stat_calib.empty() ? a.calib : a.stat_calib;
+  if (co.file.empty()) throw UserError(what + " needs --calib FILE (calibration text)");
   co.samples = a.stat_samples;
   co.seq_len = a.stat_seq_len;
   co.random = a.calib_sampling == "random";
   co.seed = a.seed;
-  return calibration_windows(stream, co, stat_file);
+  co.flag = "--stat";
+  return read_calibration_windows(a.model, m.cfg.max_pos, co);
 }
 
 void put_param_counts(PruneSummary& sum, const ParamCounts& before, const ParamCounts& after) {
@@ -243,17 +238,13 @@ PruneSummary run(const PruneSpec& a) {
   std::vector<int32_t> calib;
   if (grads) {
     if (a.calib.empty()) throw UserError("--importance taylor needs --calib FILE (calibration text)");
-    if (a.calib_seq_len > original.cfg.max_pos)
-      throw UserError("--calib-seq-len " + std::to_string(a.calib_seq_len) + " exceeds the model's context of " + std::to_string(original.cfg.max_pos));
-    auto tok = load_tokenizer_for_model(model_dir_of(a.model));
-    auto stream = tokenize_file_with_bos(*tok, a.calib);
     CalibOptions co;
     co.file = a.calib;
     co.samples = a.calib_samples;
     co.seq_len = a.calib_seq_len;
     co.random = a.calib_sampling == "random";
     co.seed = a.seed;
-    calib = calibration_windows(stream, co, a.calib);
+    calib = read_calibration_windows(a.model, original.cfg.max_pos, co);
   }
 
   // Statistics windows (FLAP scores, compensation): --stat-samples x --stat-seq-len.
