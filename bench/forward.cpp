@@ -2,12 +2,13 @@
 // randomly initialised 1B-class model, next to this machine's measured sgemm rate; decode
 // tokens/s through the KV cache and the weight bytes it streams per second, next to the
 // machine's measured read bandwidth (bench_util.h: read_bandwidth_gbs), all in one run.
-// Usage: bench_forward [--prompt T] [--decode N] [--convert-too] [--no-random] [--json] [--compute-only] [MODEL ...]
+// Usage: bench_forward [--prompt T] [--decode N] [--convert-too] [--no-random] [--json] [--compute-only] [--compute fp32|bf16] [MODEL ...]
 //   (default: the bundled demo model, prompt 4x128, and the random 1B-class model, prompt 1x512;
 //   --prompt T: one sequence of T tokens for every model; --decode N: tokens timed (default 32);
 //   --convert-too: also time decode on the converting path (Runner::set_small_m_max(0));
 //   --json: one JSON line per model instead of the table;
-//   --compute-only: only the random 1B prompt pass (1xT, default 512) in fp32 vs --compute bf16)
+//   --compute-only: only the random 1B prompt pass (1xT, default 512) in fp32 vs --compute bf16;
+//   --compute bf16: the models' prompt passes with bf16 GEMM inputs, as `--compute bf16` does)
 #include <omp.h>
 
 #include <cstdio>
@@ -17,6 +18,7 @@
 
 #include "bench_util.h"
 #include "core/fs.h"
+#include "kernels/gemm_bf16.h"
 #include "model/forward.h"
 #include "model/random_model.h"
 
@@ -28,6 +30,7 @@ struct Options {
   int prompt = 0;  // 0: the defaults per model
   int decode = 32;
   bool convert_too = false, random = true, json = false, compute_only = false;
+  kernels::Compute compute = kernels::Compute::F32;  // --compute: the prompt pass's GEMMs (decode reads weights as stored)
 };
 
 // Best of 3 prompt passes of B x T tokens after a warm-up, in seconds.
@@ -75,6 +78,7 @@ double decode_seconds(Runner& r, const std::vector<int32_t>& prompt, int n) {
 
 void run(const char* label, const Model& m, int B, int T, double sgemm, double bandwidth, const Options& o) {
   Runner r(m, T + o.decode + 64);
+  r.set_compute(o.compute);
   const double best = prompt_seconds(r, B, T);
   std::vector<int32_t> tokens(static_cast<size_t>(T));
   for (size_t i = 0; i < tokens.size(); i++) tokens[i] = int32_t((i * 7919 + 13) % size_t(m.cfg.vocab));
@@ -89,6 +93,7 @@ void run(const char* label, const Model& m, int B, int T, double sgemm, double b
   const double streamed = bench::decode_weight_bytes(m) * decode / 1e9;
   if (o.json) {
     nlohmann::json j = {{"tool", "llmprune"}, {"model", label}, {"dtype", dtype_name(m.storage_dtype())},
+                        {"compute", o.compute == kernels::Compute::BF16 ? "bf16" : "fp32"},
                         {"params", m.n_params()}, {"threads", omp_get_max_threads()}, {"prompt_tokens", B * T},
                         {"prompt_tok_s", B * T / best}, {"prompt_gflops", gflops}, {"decode_tokens", o.decode},
                         {"decode_tok_s", decode}, {"decode_weights_gb_s", streamed}, {"read_bandwidth_gb_s", bandwidth}};
@@ -96,9 +101,9 @@ void run(const char* label, const Model& m, int B, int T, double sgemm, double b
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  std::printf("%-28s %8.2fM params  %s  prompt %dx%d: %9.0f tok/s  %7.1f GFLOP/s (%5.1f%% of sgemm)\n", label,
-              double(m.n_params()) / 1e6, dtype_name(m.storage_dtype()).c_str(), B, T, B * T / best, gflops,
-              100 * gflops / sgemm);
+  std::printf("%-28s %8.2fM params  %s  prompt %dx%d (%s compute): %9.0f tok/s  %7.1f GFLOP/s (%5.1f%% of sgemm)\n",
+              label, double(m.n_params()) / 1e6, dtype_name(m.storage_dtype()).c_str(), B, T,
+              o.compute == kernels::Compute::BF16 ? "bf16" : "fp32", B * T / best, gflops, 100 * gflops / sgemm);
   std::printf("%-28s decode %7.2f tok/s  weights %6.2f GB/s (%4.1f%% of read bandwidth)", "", decode, streamed,
               100 * streamed / bandwidth);
   if (o.convert_too) std::printf("   converting path %6.2f tok/s (%.2fx)", decode_convert, decode / decode_convert);
@@ -118,8 +123,9 @@ int main(int argc, char** argv) {
     else if (a == "--no-random") o.random = false;
     else if (a == "--json") o.json = true;
     else if (a == "--compute-only") o.compute_only = true;
+    else if (a == "--compute" && i + 1 < argc) o.compute = kernels::parse_compute(argv[++i]);
     else if (a.rfind("--", 0) == 0) {
-      std::fprintf(stderr, "usage: %s [--prompt T] [--decode N] [--convert-too] [--no-random] [--json] [--compute-only] [MODEL ...]\n",
+      std::fprintf(stderr, "usage: %s [--prompt T] [--decode N] [--convert-too] [--no-random] [--json] [--compute-only] [--compute fp32|bf16] [MODEL ...]\n",
                    argv[0]);
       return 2;
     } else dirs.push_back(a);

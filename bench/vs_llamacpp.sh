@@ -15,7 +15,8 @@
 # from different runs). Everything it wrote is deleted at the end (KEEP=1 keeps it).
 #
 # Environment: WORK (scratch dir, default /tmp; needs ~9 GB), THREADS (2), PROMPT (128),
-# DECODE (32), DTYPES ("f32 bf16"; also f16), ROUNDS (1: repeat the pairs, alternating),
+# DECODE (32), DTYPES ("f32 bf16"; also f16), COMPUTE ("fp32 bf16": one bench_forward per
+# --compute value; it changes the prompt pass only, decode reads the weights as stored), ROUNDS (1: repeat the pairs, alternating),
 # NODE_LLAMA_CPP_MODULES (node_modules holding node-llama-cpp; default tools/llamacpp/node_modules,
 # filled by `npm ci` there), LLAMA_BENCH (optional path to llama-bench), KEEP (0).
 set -euo pipefail
@@ -28,6 +29,7 @@ THREADS=${THREADS:-2}
 PROMPT=${PROMPT:-128}
 DECODE=${DECODE:-32}
 DTYPES=${DTYPES:-f32 bf16}
+COMPUTE=${COMPUTE:-fp32 bf16}
 ROUNDS=${ROUNDS:-1}
 KEEP=${KEEP:-0}
 LLAMA_BENCH=${LLAMA_BENCH:-}
@@ -68,10 +70,13 @@ RESULTS="$WORK/results.jsonl"
 for round in $(seq "$ROUNDS"); do
   for dt in $DTYPES; do
     gguf="$WORK/model-$dt.gguf"
-    echo "== round $round, $dt: llmprune (bench_forward), load $(loadavg)"
-    "$BUILD/bench_forward" --json --no-random --prompt "$PROMPT" --decode "$DECODE" "$gguf" |
-      python3 -c "import json,sys; j=json.loads(sys.stdin.read()); j.update(gguf='$dt', round=$round, load='$(loadavg)'); print(json.dumps(j))" |
-      tee -a "$RESULTS"
+    for c in $COMPUTE; do
+      tool=llmprune; [ "$c" = fp32 ] || tool="llmprune --compute $c"
+      echo "== round $round, $dt: $tool (bench_forward), load $(loadavg)"
+      "$BUILD/bench_forward" --json --no-random --compute "$c" --prompt "$PROMPT" --decode "$DECODE" "$gguf" |
+        python3 -c "import json,sys; j=json.loads(sys.stdin.read()); j.update(tool='$tool', gguf='$dt', round=$round, load='$(loadavg)'); print(json.dumps(j))" |
+        tee -a "$RESULTS"
+    done
     echo "== round $round, $dt: llama.cpp (node-llama-cpp), load $(loadavg)"
     node "$ROOT/bench/llamacpp_bench.mjs" "$gguf" --threads "$THREADS" --prompt "$PROMPT" --decode "$DECODE" |
       python3 -c "import json,sys; j=json.loads(sys.stdin.read()); j.update(gguf='$dt', round=$round, load='$(loadavg)'); print(json.dumps(j))" |
@@ -101,15 +106,16 @@ for r in rows:
         if f in r: b[f] = max(b.get(f, 0), r[f])
 print(f"{'gguf':5} {'tool':28} {'prompt tok/s':>12} {'decode tok/s':>12}   decode vs llama.cpp   weights GB/s (of read bw)")
 for dt in dict.fromkeys(r["gguf"] for r in rows):
-    ours = best.get((dt, "llmprune"))
+    ours = [r for (g, tool), r in best.items() if g == dt and tool.startswith("llmprune")]
     for (g, tool), r in best.items():
         if g != dt: continue
         line = f"{dt:5} {tool:28} {r.get('prompt_tok_s', 0):12.1f} {r.get('decode_tok_s', 0):12.2f}"
-        if tool == "llmprune":
+        if tool.startswith("llmprune"):
             line += f"   {'':19}   {r['decode_weights_gb_s']:.1f} ({100 * r['decode_weights_gb_s'] / r['read_bandwidth_gb_s']:.0f}% of {r['read_bandwidth_gb_s']:.1f})"
         elif ours:
-            line += (f"   llmprune/this: decode {ours['decode_tok_s'] / r['decode_tok_s']:.2f}x,"
-                     f" prompt {ours['prompt_tok_s'] / r['prompt_tok_s']:.2f}x")
+            # decode does not depend on --compute: the best llmprune row; prompt: each --compute row
+            line += f"   llmprune/this: decode {max(o['decode_tok_s'] for o in ours) / r['decode_tok_s']:.2f}x, prompt"
+            line += ",".join(f" {o['prompt_tok_s'] / r['prompt_tok_s']:.2f}x ({o.get('compute', 'fp32')})" for o in ours)
         print(line)
 PY
 echo "== load at the end: $(loadavg)"

@@ -74,6 +74,16 @@ inline __m512 load_w16(const void* W, size_t idx) {
   }
 }
 
+// Each chunk step also prefetches the same columns of the next R rows (the tile this thread
+// streams next). A bf16 row of a 2048-wide layer is one 4 KiB page: the hardware prefetcher
+// restarts at each new row, and without this decode of the 1B shape streamed ~26 GB/s instead of ~42
+// (bench_forward, 12.7 -> 19-20 tok/s; f32 +8%). Past the thread's (or W's) last row the prefetch is a
+// no-op hint: prefetches never fault.
+template <DType WT>
+inline void prefetch_w(const void* W, size_t idx) {
+  _mm_prefetch(static_cast<const char*>(W) + idx * (WT == DType::F32 ? 4 : 2), _MM_HINT_T0);
+}
+
 // out[m0..m0+MB, o..o+R] from W rows o..o+R and input rows m0..m0+MB: each 16-column chunk of
 // the R weight rows is widened once and used for all MB input rows (R*MB accumulators).
 template <DType WT, int R, int MB>
@@ -87,6 +97,7 @@ void tile(float* out, int ldo, const float* inp, const void* W, const float* bia
   for (; c + 16 <= C; c += 16) {
     __m512 w[R];
     for (int r = 0; r < R; r++) w[r] = load_w16<WT>(W, wrow + size_t(r) * size_t(C) + size_t(c));
+    for (int r = 0; r < R; r++) prefetch_w<WT>(W, wrow + size_t(R + r) * size_t(C) + size_t(c));
     for (int mb = 0; mb < MB; mb++) {
       const __m512 xv = _mm512_loadu_ps(x + size_t(mb) * size_t(C) + size_t(c));
       for (int r = 0; r < R; r++) acc[r][mb] = _mm512_fmadd_ps(w[r], xv, acc[r][mb]);
