@@ -247,11 +247,6 @@ std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
 
 const std::vector<int32_t> kIds = {1, 7, 3, 42, 9, 77, 5, 12, 60, 2};
 
-std::string read_bytes(const std::filesystem::path& f) {
-  std::ifstream in(f, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 TEST(Chatglm, ConfigKeysAndRefusals) {
   GlmSpec s = glm_spec(2, 4, 2, 24);
   json j = glm_config(s);
@@ -339,8 +334,8 @@ TEST(Chatglm, SaveRefusesByteIdentical) {
     save_model_files(m, dir, dt, "");
     Model back = Model::load(dir);
     save_model_files(back, dir2, dt, "");
-    EXPECT_EQ(read_bytes(dir / "model.safetensors"), read_bytes(dir2 / "model.safetensors"));
-    EXPECT_EQ(read_bytes(dir / "config.json"), read_bytes(dir2 / "config.json"));
+    EXPECT_EQ(test::read_bytes(dir / "model.safetensors"), test::read_bytes(dir2 / "model.safetensors"));
+    EXPECT_EQ(test::read_bytes(dir / "config.json"), test::read_bytes(dir2 / "config.json"));
     // The stored tensors are the fused inputs, under their own names.
     SafetensorsFile f = SafetensorsFile::open(dir / "model.safetensors");
     auto in = glm_tensors(s);

@@ -19,6 +19,7 @@
 #include "model/forward.h"
 #include "model/gguf_model.h"
 #include "model/model.h"
+#include "train/lora.h"
 #include "grad_check.h"
 #include "test_util.h"
 
@@ -395,6 +396,145 @@ TEST(GlmV1, PruningIsMaskingOnInterleavedLayout) {
   EXPECT_EQ(c2["hidden_size"], 64);
   EXPECT_FALSE(c2.contains("llmprune_layers"));
   EXPECT_EQ(logits_of(Model::load(dir2), ids), logits_of(remove_groups(m, uni), ids));
+}
+
+}  // namespace
+}  // namespace llmprune
+
+namespace llmprune {
+namespace {
+
+// `tune` on v1 writes a PEFT adapter that PEFT applies to the checkpoint AS STORED: for every
+// adapted module, W_stored + (alpha / rank) B.A equals the merged model tune wrote, so lora_B's
+// rows follow the per-head interleaved query_key_value [q_0 k_0 v_0 q_1 ...], not [Q | K | V]
+// (the blocked order gives another tensor: checked below). Reading the adapter back and merging
+// gives the same model, and writing it again gives the same file byte for byte.
+TEST(GlmV1Lora, TunedAdapterAppliesToTheStoredLayout) {
+  const auto model = test::fixture_model(kModel);
+  const auto tmp = test::temp_dir("glm-v1-tune");
+  const std::string tuned = (tmp / "tuned").string(), adapter = (tmp / "adapter").string();
+  auto r = test::run_cli("tune " + model.string() + " --data " + test::fixture_text("kjv.valid.txt").string() + " --out " +
+                         tuned + " --max-steps 2 --batch 2 --micro-batch 2 --cutoff-len 16 --lr 1e-2 --dtype f32 --save-adapter " +
+                         adapter);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream acf(std::filesystem::path(adapter) / "adapter_config.json");
+  json ac = json::parse(acf);
+  EXPECT_EQ(ac["target_modules"], json({"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}));
+  auto stored = load_checkpoint_tensors(model);
+  auto merged = load_checkpoint_tensors(tuned);
+  SafetensorsFile af = SafetensorsFile::open(std::filesystem::path(adapter) / "adapter_model.safetensors");
+  const std::string prefix = "base_model.model.", a_suffix = ".lora_A.weight";
+  int modules = 0;
+  for (const auto& [name, A] : af.tensors) {
+    if (name.size() < a_suffix.size() || name.compare(name.size() - a_suffix.size(), a_suffix.size(), a_suffix) != 0) continue;
+    const std::string module = name.substr(prefix.size(), name.size() - prefix.size() - a_suffix.size());
+    const Tensor& B = af.tensors.at(prefix + module + ".lora_B.weight");
+    const Tensor& W = stored.at(module + ".weight");
+    const Tensor& Wm = merged.at(module + ".weight");
+    const int64_t rows = W.dim(0), cols = W.dim(1), R = A.dim(0);
+    ASSERT_EQ(B.shape, (std::vector<int64_t>{rows, R})) << module;
+    const double scale = ac.contains("rank_pattern") && ac["rank_pattern"].contains(module)
+                             ? ac["alpha_pattern"][module].get<double>() / ac["rank_pattern"][module].get<double>()
+                             : ac["lora_alpha"].get<double>() / ac["r"].get<double>();
+    // delta[row] = scale * B[row] . A, for the stored row order and for the blocked one.
+    auto delta = [&](int64_t row, int64_t c) {
+      double d = 0;
+      for (int64_t a = 0; a < R; a++) d += double(B.f32()[row * R + a]) * double(A.f32()[a * cols + c]);
+      return scale * d;
+    };
+    double worst = 0, moved = 0, blocked_worst = 0;
+    const bool qkv = module.find("query_key_value") != std::string::npos;
+    const int64_t hd = 16, per_part = rows / 3;
+    for (int64_t i = 0; i < rows; i++)
+      for (int64_t c = 0; c < cols; c++) {
+        const double want = double(Wm.f32()[i * cols + c]) - double(W.f32()[i * cols + c]);
+        worst = std::max(worst, std::fabs(delta(i, c) - want));
+        moved = std::max(moved, std::fabs(want));
+        if (qkv) {
+          // Row i holds part (i / hd) % 3, head i / (3 hd): its row in a blocked [Q | K | V] B.
+          const int64_t part = (i / hd) % 3, head = i / (3 * hd);
+          blocked_worst = std::max(blocked_worst, std::fabs(delta(part * per_part + head * hd + i % hd, c) - want));
+        }
+      }
+    EXPECT_GT(moved, 1e-5) << module << ": the tuned weights did not move";
+    EXPECT_LE(worst, 1e-3 * moved) << module;  // fp32 rounding of the merged weight
+    if (qkv) EXPECT_GT(blocked_worst, 0.1 * moved) << module << ": the test cannot tell the layouts apart";
+    modules++;
+  }
+  EXPECT_EQ(modules, 2 * 4);  // query_key_value, dense, dense_h_to_4h, dense_4h_to_h in 2 layers
+
+  // Load -> merge gives tune's model; save -> the same bytes.
+  Model base = Model::load(model);
+  LoraConfig lc;
+  lc.r = ac["r"].get<int>();
+  lc.alpha = ac["lora_alpha"].get<double>();
+  LoraAdapters back(base, lc);
+  load_lora_weights(back, std::filesystem::path(adapter) / "adapter_model.safetensors");
+  Model remerged = merge_lora(base, back);
+  Model written = Model::load(tuned);
+  for (int l = 0; l < base.cfg.n_layer; l++)
+    for (Role role : matrix_roles()) {
+      if (written.layers[size_t(l)][role].empty()) continue;
+      const Tensor& x = remerged.layers[size_t(l)][role];
+      const Tensor& y = written.layers[size_t(l)][role];
+      ASSERT_EQ(x.shape, y.shape);
+      EXPECT_EQ(std::memcmp(x.data, y.data, x.nbytes()), 0) << layer_tensor_name(*base.arch, role, l);
+    }
+  auto again = tmp / "again";
+  std::filesystem::create_directories(again);
+  save_peft_adapter(back, again, "x");
+  EXPECT_EQ(test::read_bytes(again / "adapter_model.safetensors"),
+            test::read_bytes(std::filesystem::path(adapter) / "adapter_model.safetensors"));
+}
+
+}  // namespace
+}  // namespace llmprune
+
+namespace llmprune {
+namespace {
+
+// Every subcommand on ChatGLM-6B v1 (chatglm-v1-tiny with its 62-piece SentencePiece tokenizer,
+// the specials inside it as in ice_text.model): block pruning of heads and MLP channels on the
+// interleaved query_key_value, sparsify, LoRA on v1's modules, HF export that reloads with the
+// same logits; GGUF is refused (llama.cpp has no v1 graph).
+TEST(GlmV1Cli, EverySubcommandRuns) {
+  const std::string model = test::fixture_model(kModel).string();
+  auto dir = test::temp_dir("run");  // not "cli": run_cli uses that one
+  const std::string txt = test::fixture_text("kjv.valid.txt").string();
+  auto ok = [&](const std::string& args) {
+    auto r = test::run_cli(args);
+    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.out << r.err;
+    return r;
+  };
+  EXPECT_NE(ok("info " + model).out.find("chatglm"), std::string::npos);
+  ok("eval " + model + " --ppl t=" + txt + " --seq-len 32 --max-windows 3");
+  ok("generate " + model + " --prompt \"And God said\" --max-tokens 8");
+  EXPECT_NE(ok("groups " + model + " --show 1:0").out.find("query_key_value.weight[k]"), std::string::npos);
+  const std::string pruned = (dir / "pruned").string();
+  ok("prune " + model + " --out " + pruned + " --strategy block --ratio 0.5 --attn-layers 1:2 --mlp-layers 0:2 "
+     "--importance taylor --taylor element1 --calib " + txt + " --calib-samples 2 --calib-seq-len 16");
+  std::ifstream pc(std::filesystem::path(pruned) / "config.json");
+  json c = json::parse(pc);
+  EXPECT_EQ(c["head_dim"], 16);
+  EXPECT_TRUE(c.contains("llmprune_layers"));
+  ok("sparsify " + model + " --out " + (dir / "sparse").string() + " --method l1 --amount 0.5");
+  const std::string tuned = (dir / "tuned").string(), adapter = (dir / "adapter").string();
+  ok("tune " + pruned + " --data " + txt + " --out " + tuned + " --max-steps 1 --batch 2 --micro-batch 2 --cutoff-len 16 "
+     "--save-adapter " + adapter);
+  std::ifstream ac(std::filesystem::path(adapter) / "adapter_config.json");
+  EXPECT_EQ(json::parse(ac)["target_modules"], json({"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}));
+  const std::string hf = (dir / "hf").string();
+  ok("export " + tuned + " --hf " + hf);
+  SafetensorsFile f = SafetensorsFile::open(std::filesystem::path(hf) / "model.safetensors");
+  EXPECT_TRUE(f.tensors.count("transformer.layers.1.attention.query_key_value.weight"));
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(hf) / "tokenizer.model"));
+  const std::vector<int32_t> ids = {5, 17, 40, 57, 60, 22, 31, 8};
+  EXPECT_EQ(logits_of(Model::load(hf), ids), logits_of(Model::load(tuned), ids));
+  const std::string gguf = (dir / "x.gguf").string();
+  auto refused = test::run_cli("export " + model + " --gguf " + gguf);
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_NE(refused.err.find("llama.cpp has no architecture"), std::string::npos) << refused.err;
+  EXPECT_FALSE(std::filesystem::exists(gguf));
 }
 
 }  // namespace

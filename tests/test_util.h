@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +41,12 @@ struct CmdResult {
   int exit_code = -1;
   std::string out, err;
 };
+
+// A whole file's bytes (empty when it cannot be read).
+inline std::string read_bytes(const std::filesystem::path& f) {
+  std::ifstream in(f, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 // Runs `llmprune <args>` through the shell; captures stdout and stderr.
 CmdResult run_cli(const std::string& args);

@@ -213,15 +213,24 @@ std::string peft_module_name(const ArchDesc& a, int layer, Role r) {
   return "base_model.model." + strip_weight(layer_tensor_name(a, r, layer));
 }
 
-// One PEFT module: a stand-alone role, or the parts of a fused tensor (in its order) with the
-// row offset of each part in the fused tensor.
+// One PEFT module: a stand-alone role, or the parts of a fused tensor (in its order). PEFT's
+// lora_B rows are the STORED tensor's rows, so each adapter row goes where the fused layout puts
+// its role row (fused_row: after the previous parts for [Q|K|V], inside its head's [q_h k_h v_h]
+// block for ChatGLM-6B v1's per-head interleaved query_key_value).
 struct PeftModule {
   std::string name;
   const FusedTensor* fused = nullptr;
   int layer = 0;
+  int head_dim = 0;
   std::vector<const LoraPair*> pairs;  // present adapters, in part order
-  std::vector<int64_t> row0;           // their row offsets in the fused output
+  std::vector<int> part;               // their part index in the fused tensor
+  std::vector<int64_t> row0;           // their part's row offset in a Concat layout
   int64_t out = 0, in = 0;             // the whole module's shape
+  // Row of the module's output (lora_B's row) holding row r of adapter i.
+  int64_t stored_row(size_t i, int64_t r) const {
+    if (!fused) return r;
+    return fused_row(*fused, part[i], r, row0[i], pairs[i]->out, head_dim);
+  }
 };
 
 template <typename Pairs>
@@ -235,6 +244,7 @@ std::vector<PeftModule> peft_modules(const Model& m, Pairs& pairs) {
       mod.name = peft_module_name(*m.arch, p.layer, p.role);
       mod.layer = p.layer;
       mod.pairs = {&p};
+      mod.part = {0};
       mod.row0 = {0};
       mod.out = p.out;
       mod.in = p.in;
@@ -248,12 +258,14 @@ std::vector<PeftModule> peft_modules(const Model& m, Pairs& pairs) {
     mod.name = peft_module_name(*m.arch, p.layer, p.role);
     mod.fused = f;
     mod.layer = p.layer;
+    mod.head_dim = m.cfg.layers[size_t(p.layer)].head_dim;
     mod.in = p.in;
-    for (Role part : f->parts) {
-      const Tensor& t = m.layers[size_t(p.layer)][part];
+    for (size_t part = 0; part < f->parts.size(); part++) {
+      const Tensor& t = m.layers[size_t(p.layer)][f->parts[part]];
       for (const LoraPair& q : pairs)
-        if (q.layer == p.layer && q.role == part) {
+        if (q.layer == p.layer && q.role == f->parts[part]) {
           mod.pairs.push_back(&q);
+          mod.part.push_back(int(part));
           mod.row0.push_back(mod.out);
         }
       mod.out += t.dim(0);
@@ -314,7 +326,7 @@ void save_peft_adapter(const LoraAdapters& lora, const std::filesystem::path& di
       for (size_t i = 0; i < mod.pairs.size(); i++) {
         const LoraPair* p = mod.pairs[i];
         for (int64_t r = 0; r < p->out; r++)
-          for (int64_t a = 0; a < p->r; a++) o[size_t(mod.row0[i] + r) * size_t(R) + size_t(col + a)] = p->B[size_t(r) * size_t(p->r) + size_t(a)];
+          for (int64_t a = 0; a < p->r; a++) o[size_t(mod.stored_row(i, r)) * size_t(R) + size_t(col + a)] = p->B[size_t(r) * size_t(p->r) + size_t(a)];
         col += p->r;
       }
     });
@@ -375,7 +387,7 @@ void load_lora_weights(LoraAdapters& lora, const std::filesystem::path& file) {
       LoraPair* p = const_cast<LoraPair*>(mod.pairs[i]);  // the pairs are lora's own, handed out const by peft_modules
       std::copy(A.begin() + col * mod.in, A.begin() + (col + p->r) * mod.in, p->A.begin());
       for (int64_t r = 0; r < p->out; r++)
-        for (int64_t a = 0; a < p->r; a++) p->B[size_t(r) * size_t(p->r) + size_t(a)] = B[size_t(mod.row0[i] + r) * size_t(R) + size_t(col + a)];
+        for (int64_t a = 0; a < p->r; a++) p->B[size_t(r) * size_t(p->r) + size_t(a)] = B[size_t(mod.stored_row(i, r)) * size_t(R) + size_t(col + a)];
       col += p->r;
     }
   }

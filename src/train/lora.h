@@ -98,7 +98,9 @@ Model merge_lora(const Model& base, const LoraAdapters& lora);
 // into `dir` (which must exist). The adapters of the roles of one fused tensor (ChatGLM's q, k, v
 // in query_key_value) are one PEFT module of rank r x parts: A = [A_q; A_k; A_v] and B the
 // block diagonal of B_q, B_k, B_v (zero rows for parts without an adapter), which is the same
-// update; adapter_config.json gives its rank and alpha in rank_pattern / alpha_pattern.
+// update; adapter_config.json gives its rank and alpha in rank_pattern / alpha_pattern. B's rows
+// are the stored tensor's rows (the fused layout's fused_row: ChatGLM-6B v1's query_key_value is
+// interleaved per head), so PEFT's W + s B A applies to the tensor as stored.
 void save_peft_adapter(const LoraAdapters& lora, const std::filesystem::path& dir, const std::string& base_model);
 // Reads A/B back from a PEFT adapter_model.safetensors (names and shapes must match).
 void load_lora_weights(LoraAdapters& lora, const std::filesystem::path& file);
