@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "train/lora.h"
 #include "grad_check.h"
+#include "every_subcommand.h"
 #include "test_util.h"
 
 namespace llmprune {
@@ -458,7 +459,9 @@ TEST(GlmV1Lora, TunedAdapterAppliesToTheStoredLayout) {
       }
     EXPECT_GT(moved, 1e-5) << module << ": the tuned weights did not move";
     EXPECT_LE(worst, 1e-3 * moved) << module;  // fp32 rounding of the merged weight
-    if (qkv) EXPECT_GT(blocked_worst, 0.1 * moved) << module << ": the test cannot tell the layouts apart";
+    if (qkv) {
+      EXPECT_GT(blocked_worst, 0.1 * moved) << module << ": the test cannot tell the layouts apart";
+    }
     modules++;
   }
   EXPECT_EQ(modules, 2 * 4);  // query_key_value, dense, dense_h_to_4h, dense_4h_to_h in 2 layers
@@ -499,37 +502,15 @@ namespace {
 // same logits; GGUF is refused (llama.cpp has no v1 graph).
 TEST(GlmV1Cli, EverySubcommandRuns) {
   const std::string model = test::fixture_model(kModel).string();
-  auto dir = test::temp_dir("run");  // not "cli": run_cli uses that one
-  const std::string txt = test::fixture_text("kjv.valid.txt").string();
-  auto ok = [&](const std::string& args) {
-    auto r = test::run_cli(args);
-    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.out << r.err;
-    return r;
-  };
-  EXPECT_NE(ok("info " + model).out.find("chatglm"), std::string::npos);
-  ok("eval " + model + " --ppl t=" + txt + " --seq-len 32 --max-windows 3");
-  ok("generate " + model + " --prompt \"And God said\" --max-tokens 8");
-  EXPECT_NE(ok("groups " + model + " --show 1:0").out.find("query_key_value.weight[k]"), std::string::npos);
-  const std::string pruned = (dir / "pruned").string();
-  ok("prune " + model + " --out " + pruned + " --strategy block --ratio 0.5 --attn-layers 1:2 --mlp-layers 0:2 "
-     "--importance taylor --taylor element1 --calib " + txt + " --calib-samples 2 --calib-seq-len 16");
-  std::ifstream pc(std::filesystem::path(pruned) / "config.json");
+  auto dir = test::temp_dir("run");
+  const auto p = test::run_every_subcommand(
+      model, dir, {"chatglm", "query_key_value.weight[k]", {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"},
+                   "transformer.layers.1.attention.query_key_value.weight", {5, 17, 40, 57, 60, 22, 31, 8}});
+  std::ifstream pc(p.pruned / "config.json");
   json c = json::parse(pc);
   EXPECT_EQ(c["head_dim"], 16);
   EXPECT_TRUE(c.contains("llmprune_layers"));
-  ok("sparsify " + model + " --out " + (dir / "sparse").string() + " --method l1 --amount 0.5");
-  const std::string tuned = (dir / "tuned").string(), adapter = (dir / "adapter").string();
-  ok("tune " + pruned + " --data " + txt + " --out " + tuned + " --max-steps 1 --batch 2 --micro-batch 2 --cutoff-len 16 "
-     "--save-adapter " + adapter);
-  std::ifstream ac(std::filesystem::path(adapter) / "adapter_config.json");
-  EXPECT_EQ(json::parse(ac)["target_modules"], json({"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}));
-  const std::string hf = (dir / "hf").string();
-  ok("export " + tuned + " --hf " + hf);
-  SafetensorsFile f = SafetensorsFile::open(std::filesystem::path(hf) / "model.safetensors");
-  EXPECT_TRUE(f.tensors.count("transformer.layers.1.attention.query_key_value.weight"));
-  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(hf) / "tokenizer.model"));
-  const std::vector<int32_t> ids = {5, 17, 40, 57, 60, 22, 31, 8};
-  EXPECT_EQ(logits_of(Model::load(hf), ids), logits_of(Model::load(tuned), ids));
+  EXPECT_TRUE(std::filesystem::exists(p.hf / "tokenizer.model"));
   const std::string gguf = (dir / "x.gguf").string();
   auto refused = test::run_cli("export " + model + " --gguf " + gguf);
   EXPECT_EQ(refused.exit_code, 2);

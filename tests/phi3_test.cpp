@@ -22,6 +22,7 @@
 #include "golden.h"
 #include "model_factory.h"
 #include "prune/surgery.h"
+#include "every_subcommand.h"
 #include "test_util.h"
 
 namespace llmprune {
@@ -200,39 +201,20 @@ TEST(Phi3, LogitsMatchTransformers) {
 
 TEST(Phi3Cli, EverySubcommandRuns) {
   const std::string model = test::fixture_model("phi3-tiny").string();
-  auto dir = test::temp_dir("run");  // not "cli": run_cli uses that one
+  auto dir = test::temp_dir("run");
   const std::string txt = test::fixture_text("kjv.valid.txt").string();
-  auto ok = [&](const std::string& args) {
-    auto r = test::run_cli(args);
-    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.out << r.err;
-    return r;
-  };
-  EXPECT_NE(ok("info " + model).out.find("phi3"), std::string::npos);
-  ok("eval " + model + " --ppl t=" + txt + " --seq-len 32 --max-windows 3");
+  const auto p = test::run_every_subcommand(
+      model, dir, {"phi3", "qkv_proj.weight[k]", {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"},
+                   "model.layers.0.self_attn.qkv_proj.weight", kIds});
+  const std::string pruned = p.pruned.string();
   auto long_window = test::run_cli("eval " + model + " --ppl t=" + txt + " --seq-len 64 --max-windows 1");
   EXPECT_EQ(long_window.exit_code, 2);
   EXPECT_NE(long_window.err.find("exceeds the context of"), std::string::npos) << long_window.err;  // max_pos capped at the window
   EXPECT_NE(long_window.err.find("(48)"), std::string::npos) << long_window.err;
-  ok("generate " + model + " --prompt \"And God said\" --max-tokens 8");
-  EXPECT_NE(ok("groups " + model + " --show 1:0").out.find("qkv_proj.weight[k]"), std::string::npos);
-  const std::string pruned = (dir / "pruned").string();
-  ok("prune " + model + " --out " + pruned + " --strategy block --ratio 0.5 --attn-layers 1:2 --mlp-layers 0:2 "
-     "--importance taylor --taylor element1 --calib " + txt + " --calib-samples 2 --calib-seq-len 16");
-  ok("sparsify " + model + " --out " + (dir / "sparse").string() + " --method l1 --amount 0.5");
-  const std::string tuned = (dir / "tuned").string(), adapter = (dir / "adapter").string();
-  ok("tune " + pruned + " --data " + txt + " --out " + tuned + " --max-steps 1 --batch 2 --micro-batch 2 --cutoff-len 16 "
-     "--save-adapter " + adapter);
-  std::ifstream ac(std::filesystem::path(adapter) / "adapter_config.json");
-  EXPECT_EQ(json::parse(ac)["target_modules"], json({"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}));
-  const std::string hf = (dir / "hf").string();
-  ok("export " + tuned + " --hf " + hf);
-  SafetensorsFile f = SafetensorsFile::open(std::filesystem::path(hf) / "model.safetensors");
-  EXPECT_TRUE(f.tensors.count("model.layers.0.self_attn.qkv_proj.weight"));
-  EXPECT_EQ(logits_of(Model::load(hf), kIds), logits_of(Model::load(tuned), kIds));
   // GGUF: llama.cpp's phi3 (fused attn_qkv, ffn_up = [gate | up], rows as stored); a ragged
   // model is refused (its loader takes one head count and MLP width).
   const std::string gguf = (dir / "x.gguf").string();
-  ok("export " + model + " --gguf " + gguf);
+  test::cli_ok("export " + model + " --gguf " + gguf);
   gguf::GGUFFile gf = gguf::GGUFFile::open(gguf);
   EXPECT_EQ(gf.get_string("general.architecture"), "phi3");
   EXPECT_EQ(gf.get_uint("phi3.rope.dimension_count"), 8u);
