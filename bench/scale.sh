@@ -10,7 +10,14 @@
 # after the prune) and prints wall time, peak RSS and the achieved GFLOP/s of the gradient
 # passes against the sgemm rate. Everything it wrote is deleted at the end (KEEP=1 keeps it).
 #
+# METHOD=flap instead runs the retraining-free path once per --stat-samples value in STAT_SAMPLES
+# (FLAP statistics over N x 128-token windows, adaptive allocation, least-squares compensation of
+# o_proj / down_proj) and prints the statistics and compensation times per window and the peak RSS:
+# the statistics cost one forward pass per window, the compensation one more plus one Cholesky per
+# module.
+#
 # Environment: WORK (scratch dir, needs ~25 GB free), SHAPE (7b | 1b | H,L,HEADS,KV,MLP,VOCAB),
+# METHOD (taylor | flap), STAT_SAMPLES ("8 16", flap only),
 # LAYERS (4:30), TAYLOR (element1), MAX_MEMORY (16G), COMPUTE ("fp32 bf16": one prune per
 # --compute value, back to back, compared at the end), KEEP (0), WAIT_LOAD (3: wait up to 10
 # minutes for the 1-minute load average to drop below this before the timed run; 0 = don't).
@@ -27,6 +34,8 @@ MAX_MEMORY=${MAX_MEMORY:-16G}
 COMPUTE=${COMPUTE:-fp32 bf16}
 KEEP=${KEEP:-0}
 WAIT_LOAD=${WAIT_LOAD:-3}
+METHOD=${METHOD:-taylor}
+STAT_SAMPLES=${STAT_SAMPLES:-8 16}
 TOKENIZER="$ROOT/../shared/fixtures/tokenizers/llama2/tokenizer.model"
 CALIB="$ROOT/../shared/fixtures/text/kjv.train.txt"
 
@@ -57,6 +66,40 @@ if [ "$WAIT_LOAD" != 0 ]; then
     awk -v max="$WAIT_LOAD" '{exit !($1 < max)}' /proc/loadavg && break
     sleep 10
   done
+fi
+
+if [ "$METHOD" = flap ]; then
+  for N in $STAT_SAMPLES; do
+    echo "== llmprune prune --importance flap --compensate lstsq ($N x 128 statistics tokens, layers $LAYERS, ratio 0.25, --max-memory $MAX_MEMORY; load $(loadavg))"
+    set +e
+    /usr/bin/time -v -o "$WORK/time-flap-$N.txt" "$BUILD/llmprune" prune "$WORK/model" --out "$WORK/pruned-flap-$N" --strategy block \
+      --importance flap --allocation adaptive --compensate lstsq --calib "$CALIB" --stat-samples "$N" --stat-seq-len 128 \
+      --attn-layers "$LAYERS" --mlp-layers "$LAYERS" --ratio 0.25 --max-memory "$MAX_MEMORY" | tail -4
+    rc=${PIPESTATUS[0]}
+    set -e
+    [ "$rc" = 0 ] || { echo "prune failed (exit $rc)" >&2; cat "$WORK/time-flap-$N.txt" >&2; exit 1; }
+    rm -rf "$WORK/pruned-flap-$N/model.safetensors"*  # keep pruning.json only (disk)
+  done
+  python3 - "$WORK" $STAT_SAMPLES <<'EOF'
+import json, sys
+work, ns = sys.argv[1], sys.argv[2:]
+gib = 1 << 30
+for n in ns:
+    pj = json.load(open(f"{work}/pruned-flap-{n}/pruning.json"))
+    wall = rss = None
+    for line in open(f"{work}/time-flap-{n}.txt"):
+        if "Elapsed (wall clock)" in line: wall = line.split(": ")[1].strip()
+        if "Maximum resident set size" in line: rss = int(line.split(": ")[1]) * 1024
+    st, cs = pj["statistics_seconds"], pj.get("compensation_seconds", 0)
+    print(f"\nflap + lstsq, {n} x 128 statistics tokens")
+    print(f"model            {pj['params_before'] / 1e9:.2f}B -> {pj['params_after'] / 1e9:.2f}B parameters")
+    print(f"wall time        {wall} (pruning.json {pj['seconds']:.1f}s: load {pj['load_seconds']:.1f}s, statistics {st:.1f}s = {st / int(n):.1f}s/window, "
+          f"compensation {cs:.1f}s = {cs / int(n):.1f}s/window, save {pj['save_seconds']:.1f}s)")
+    print(f"peak RSS         {rss / gib:.2f} GiB (/usr/bin/time -v); {pj['peak_rss_bytes'] / gib:.2f} GiB (pruning.json); estimate {pj['memory_estimate']['total_bytes'] / gib:.2f} GiB")
+    print("target (RSS <= 16 GB):", "met" if rss <= 16e9 else "NOT met")
+EOF
+  echo "load average     $(loadavg) at the end"
+  exit 0
 fi
 
 LOAD_BEFORE=$(loadavg)

@@ -583,6 +583,7 @@ TEST(ChatglmLora, FusedPeftModuleIsTheSameUpdate) {
 // on the family's modules, HF and GGUF export).
 TEST(ChatglmCli, EverySubcommandRuns) {
   auto dir = write_glm_dir("glm-model");  // not "cli": run_cli uses that name for its own scratch dir
+  const auto outs = test::temp_dir("glm-outputs");  // this test's own (a shared name breaks --gtest_repeat)
   const std::string d = dir.string(), text = test::fixture_text("kjv.valid.txt").string();
   auto ok = [](const test::CmdResult& r, const std::string& what) {
     EXPECT_EQ(r.exit_code, 0) << what << "\n" << r.err;
@@ -594,7 +595,7 @@ TEST(ChatglmCli, EverySubcommandRuns) {
   ok(test::run_cli("generate " + d + " --prompt 'And God said' --max-tokens 4"), "generate");
   auto groups = ok(test::run_cli("groups " + d + " --show 1:0"), "groups");
   EXPECT_NE(groups.out.find("query_key_value.weight[k]"), std::string::npos) << groups.out;
-  const std::string pruned = (dir.parent_path() / "cli-pruned").string();
+  const std::string pruned = (outs / "cli-pruned").string();
   ok(test::run_cli("prune " + d + " --out " + pruned + " --strategy block --ratio 0.5 --attn-layers 1:2 --mlp-layers 0:2 "
                    "--importance taylor --taylor element1 --gqa-unit kv-group --calib " + text +
                    " --calib-samples 2 --calib-seq-len 16"),
@@ -605,7 +606,7 @@ TEST(ChatglmCli, EverySubcommandRuns) {
   EXPECT_TRUE(c.contains("llmprune_layers"));
   SafetensorsFile f = SafetensorsFile::open(std::filesystem::path(pruned) / "model.safetensors");
   EXPECT_TRUE(f.tensors.count("transformer.encoder.layers.1.self_attention.query_key_value.weight"));
-  const std::string tuned = (dir.parent_path() / "cli-tuned").string(), adapter = (dir.parent_path() / "cli-adapter").string();
+  const std::string tuned = (outs / "cli-tuned").string(), adapter = (outs / "cli-adapter").string();
   ok(test::run_cli("tune " + pruned + " --data " + text + " --out " + tuned + " --max-steps 1 --batch 2 --micro-batch 2 "
                    "--cutoff-len 16 --save-adapter " + adapter),
      "tune");
@@ -616,12 +617,12 @@ TEST(ChatglmCli, EverySubcommandRuns) {
   SafetensorsFile af = SafetensorsFile::open(std::filesystem::path(adapter) / "adapter_model.safetensors");
   EXPECT_EQ(af.tensors.at("base_model.model.transformer.encoder.layers.0.mlp.dense_h_to_4h.lora_B.weight").shape,
             (std::vector<int64_t>{2 * c["llmprune_layers"][0]["ffn_hidden_size"].get<int64_t>(), 16}));
-  const std::string hf = (dir.parent_path() / "cli-hf").string();
+  const std::string hf = (outs / "cli-hf").string();
   ok(test::run_cli("export " + d + " --hf " + hf + " --dtype f32"), "export --hf");
   EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(hf) / "tokenizer.model"));
-  const std::string gguf = (dir.parent_path() / "cli.gguf").string();
+  const std::string gguf = (outs / "cli.gguf").string();
   ok(test::run_cli("export " + d + " --gguf " + gguf), "export --gguf");
-  const std::string ragged_gguf = (dir.parent_path() / "cli-ragged.gguf").string();
+  const std::string ragged_gguf = (outs / "cli-ragged.gguf").string();
   auto ragged = test::run_cli("export " + pruned + " --gguf " + ragged_gguf);
   EXPECT_EQ(ragged.exit_code, 2);
   EXPECT_NE(ragged.err.find("takes one head count and MLP width"), std::string::npos) << ragged.err;

@@ -408,6 +408,17 @@ TEST(Compensation, BiasModeKeepsTheMeanOutputOnTheModel) {
     return out;
   };
   EXPECT_EQ(logits(Model::load(dir)), logits(cm.model));
+  // prune::run's path: no materialised model, the refitted tensors put into save_pruned's
+  // streaming skeleton. The same files' worth: same logits, same bias switches.
+  CompensationOptions lean = co;
+  lean.materialize = false;
+  CompensatedModel streamed = compensate_pruned(plain, removed, tokens, S, T, lean);
+  EXPECT_TRUE(streamed.model.layers.empty());
+  EXPECT_EQ(streamed.refitted.size(), 4u);  // o_proj + its bias in layer 1, down_proj + its bias in layer 0
+  const auto sdir = test::temp_dir("streamed");
+  save_pruned(plain, removed, sdir, DType::F32, "", [&](Model& skeleton) { streamed.apply(skeleton); });
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(sdir / "config.json")), cfg);
+  EXPECT_EQ(logits(Model::load(sdir)), logits(cm.model));
   const auto gguf = test::temp_dir("gguf") / "c.gguf";
   export_gguf(cm.model, nullptr, gguf, DType::F32);
   EXPECT_EQ(logits(Model::load(gguf)), logits(cm.model));
@@ -451,6 +462,11 @@ TEST(FlapCli, AdaptiveWithLeastSquaresEndToEndAndErrors) {
   double removed_fraction = 0;
   for (const auto& row : pj["layers"]) removed_fraction += row["mlp_ratio"].get<double>();
   EXPECT_GT(removed_fraction, 0);
+  // The estimate is the statistics / compensation passes' (no gradient pass ran), above the peak.
+  const auto& terms = pj["memory_estimate"]["terms"];
+  EXPECT_TRUE(terms.contains("residual stream of every window S*T*C*4")) << terms.dump();
+  EXPECT_TRUE(terms.contains("refit of one module (Gram matrix and solve, double)")) << terms.dump();
+  EXPECT_GE(pj["memory_estimate"]["total_bytes"].get<double>(), pj["peak_rss_bytes"].get<double>());
   Model pruned = Model::load(out / "m");  // loads: a standard HF directory
   EXPECT_EQ(pruned.n_params(), pj["params_after"].get<int64_t>());
   // pruning.json is PruneSummary::to_json: it reads back to the same JSON, and the report shows
@@ -474,6 +490,7 @@ TEST(FlapCli, AdaptiveWithLeastSquaresEndToEndAndErrors) {
   err("--ratio 1.2", "--ratio must be in [0, 1)");
   err("--ratio 0.2 --compensate lstsq --damping 0", "--damping must be > 0");
   err("--ratio 0.2 --stat-samples 100000", "fewer than --stat-samples x --stat-seq-len");
+  err("--ratio 0.2 --compensate lstsq --max-memory 200M", "lower --stat-samples / --stat-seq-len or raise the budget");
   err("--ratio 0.2 --flap-metric foo", "--flap-metric 'foo' is not one of wifv, ifv, wifn");
   err("--ratio 0.2 --allocation foo", "--allocation 'foo' is not one of");
   err("--ratio 0.2 --layer-ratios 0.1,0.2", "--layer-ratios has 2 values; the model has 6 layers");

@@ -148,6 +148,44 @@ MemoryEstimate estimate_prune_memory(const Model& m, const PruneShape& s) {
   return e;
 }
 
+MemoryEstimate estimate_statistics_memory(const Model& m, int S, int T, int chunk_windows, bool compensate) {
+  const double f = 4, dt = double(dtype_size(m.storage_dtype()));
+  const bool f32_storage = m.storage_dtype() == DType::F32;
+  const double C = m.cfg.hidden, N = double(std::min(S, std::max(1, chunk_windows))) * T;
+  double layer_big = 0, acts = 0, refit = 0, refitted = 0;
+  for (size_t l = 0; l < m.layers.size(); l++) {
+    double n = 0;
+    for (const Tensor& t : m.layers[l].w) n += t.empty() ? 0 : double(t.numel());
+    layer_big = std::max(layer_big, n);
+    const LayerConfig& lc = m.cfg.layers[l];
+    const double QD = lc.q_dim(), KD = lc.kv_dim(), F = lc.d_ff;
+    // One chunk through the layer (the Runner's scratch): normed input, q/att, k/v, gate/up/h, probs.
+    acts = std::max(acts, f * (3 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * F + N * lc.n_head * double(T)));
+    if (!compensate) continue;
+    for (double in : {QD, F}) {
+      // refit_projection in double: the Gram matrix [in, in], the kept block [k, k], W [C, in],
+      // W·G[:, K] [C, k] and G[:, K] [in, k] with k <= in; the hook's chunk buffers.
+      refit = std::max(refit, 8 * (3 * in * in + 2 * C * in) + f * 3 * N * std::max(in, C));
+      refitted += dt * C * in + f * C;  // the refitted weight (storage dtype) and bias (fp32)
+    }
+  }
+  MemoryEstimate e;
+  auto add = [&](const std::string& what, double bytes) {
+    e.terms.push_back({what, bytes});
+    e.total += bytes;
+  };
+  add("runtime", 256.0 * (1 << 20));
+  add("residual stream of every window S*T*C*4", f * double(S) * T * C);
+  add("fp32 weights of one layer", f32_storage ? 0 : f * layer_big);
+  add("mapped pages (one layer)", (f32_storage ? 2 : 1) * dt * layer_big);
+  add("activations of one chunk of windows", acts);
+  if (compensate) {
+    add("refit of one module (Gram matrix and solve, double)", refit);
+    add("refitted o_proj / down_proj of every layer", refitted);
+  }
+  return e;
+}
+
 double gradient_flops(const Model& m, int B, int T, bool global_grads, const std::vector<uint8_t>& layer_grads,
                       bool keep_activations) {
   const double N = double(B) * T, C = m.cfg.hidden, V = m.cfg.vocab;

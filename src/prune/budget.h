@@ -42,6 +42,14 @@ struct PruneShape {
 // pass and the streaming save.
 MemoryEstimate estimate_prune_memory(const Model& m, const PruneShape& s);
 
+// Peak resident memory of the activation-statistics passes (FLAP / Block Influence scores,
+// --compensate; importance/activation_stats.h, prune/compensate.h) over S windows of T tokens,
+// chunk_windows at a time: the residual stream of every window, one layer in fp32 and its
+// mapped pages, one chunk's activations; with compensation also the refit of the widest module
+// (its Gram matrix and the solve's double buffers, as if every input channel stayed) and the
+// refitted o_proj / down_proj of every layer (upper bound: their unpruned size).
+MemoryEstimate estimate_statistics_memory(const Model& m, int S, int T, int chunk_windows, bool compensate);
+
 // Multiply-add FLOPs (2 per MAC) of compute_gradients on B x T tokens: the forward, the head
 // backward, and per layer the recomputed forward, the input-gradient and the weight-gradient
 // GEMMs and the attention backward (full T x T products, as computed). layer_grads as in

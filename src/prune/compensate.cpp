@@ -178,6 +178,12 @@ std::vector<int64_t> complement(const std::set<int64_t>& removed, int64_t n) {
 
 }  // namespace
 
+void CompensatedModel::apply(Model& pruned) const {
+  for (const RefittedTensor& r : refitted) pruned.layers.at(size_t(r.layer))[r.role] = r.tensor;
+  // attention_bias / mlp_bias (add_bias_linear) describe every layer: zeros where none was computed.
+  if (complete_biases) complete_bias_switches(pruned);
+}
+
 CompensatedModel compensate_pruned(const Model& original, const std::vector<Group>& removed,
                                    const std::vector<int32_t>& tokens, int S, int T, const CompensationOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
@@ -200,7 +206,8 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
         (mem.role == int(Role::O) ? gone_o : gone_down)[size_t(g.layer)].insert(mem.index.begin(), mem.index.end());
   }
   CompensatedModel res;
-  res.model = remove_groups(original, removed);
+  if (opt.materialize) res.model = remove_groups(original, removed);
+  res.complete_biases = compensation_has_bias(opt.mode);
   res.o_bias.resize(size_t(L));
   res.down_bias.resize(size_t(L));
   res.layers.resize(size_t(L));
@@ -265,20 +272,19 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
         // The model's bias: its own (if any) plus the compensation, kept in F32.
         Tensor b = Tensor::zeros(DType::F32, {C});
         for (int64_t i = 0; i < C; i++) b.f32_mut()[i] = md.b_new[size_t(i)] + (md.b0 ? md.b0[i] : 0.0f);
-        res.model.layers[size_t(l)][j.bias_role] = b;
+        res.refitted.push_back({l, j.bias_role, b});
       }
       md.replace = true;
       md.fit = &j.fit;
       j.fit.pruned = true;
       Tensor t = Tensor::zeros(DType::F32, {C, k});
       std::memcpy(t.f32_mut(), md.w_new.data(), sizeof(float) * size_t(C * k));
-      res.model.layers[size_t(l)][j.role] = dtype == DType::F32 ? t : t.converted(dtype);
+      res.refitted.push_back({l, j.role, dtype == DType::F32 ? t : t.converted(dtype)});
     }
     run_layer(l, true);  // the pruned, refitted layer: the next layer's input (and the fit figures)
     runner.set_hook(nullptr);
   }
-  // attention_bias / mlp_bias (add_bias_linear) describe every layer: zeros where none was computed.
-  if (compensation_has_bias(opt.mode)) complete_bias_switches(res.model);
+  if (opt.materialize) res.apply(res.model);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }

@@ -51,17 +51,37 @@ struct CompensationOptions {
   Compensation mode = Compensation::Lstsq;
   double damping = 0.01;
   int chunk_windows = 16;
+  // Also build CompensatedModel::model (remove_groups of the whole model, in memory). prune::run
+  // leaves it off and streams the result with save_pruned + CompensatedModel::apply: on a 7B model
+  // the materialised pruned layers alone are ~10 GB.
+  bool materialize = true;
+};
+
+// A tensor of the pruned model that the compensation rewrote: a refitted o_proj / down_proj
+// (storage dtype, [C, kept]) or a bias (F32, [C]).
+struct RefittedTensor {
+  int layer = 0;
+  Role role = Role::O;
+  Tensor tensor;
 };
 
 struct CompensatedModel {
-  Model model;                                        // pruned, o_proj/down_proj refitted (storage dtype)
+  Model model;  // pruned, o_proj/down_proj refitted (storage dtype); empty unless opt.materialize
+  std::vector<RefittedTensor> refitted;               // what apply() puts into a pruned model
+  bool complete_biases = false;                       // bias modes: zero biases where none was computed
   std::vector<std::vector<float>> o_bias, down_bias;  // [layer][C], empty where none was computed
   std::vector<LayerCompensation> layers;
   double seconds = 0;
+  // Puts the refitted tensors into `pruned` (remove_groups' result, or save_pruned's skeleton of
+  // the same removal) and, in bias modes, adds zero biases where the family's switch (attention_bias,
+  // mlp_bias) needs one in every layer.
+  void apply(Model& pruned) const;
 };
 
-// remove_groups(original, removed) (heads, KV groups, MLP channels), then the refit of every
-// layer's pruned o_proj / down_proj over tokens [S, T], layer by layer.
+// The refit of every layer's pruned o_proj / down_proj (heads, KV groups, MLP channels removed)
+// over tokens [S, T], layer by layer; with opt.materialize also remove_groups(original, removed)
+// with the refit applied. Memory without it: the residual stream [S*T, C], one layer in fp32, one
+// Gram matrix, and the refitted tensors.
 CompensatedModel compensate_pruned(const Model& original, const std::vector<Group>& removed,
                                    const std::vector<int32_t>& tokens, int S, int T, const CompensationOptions& opt);
 

@@ -249,8 +249,15 @@ PruneSummary run(const PruneSpec& a) {
 
   // Statistics windows (FLAP scores, compensation): --stat-samples x --stat-seq-len.
   std::vector<int32_t> stat_tokens;
-  if (needs_stats)
+  MemoryEstimate stats_mem;  // the statistics / compensation passes (prune/budget.h), checked before they run
+  if (needs_stats) {
+    stats_mem = estimate_statistics_memory(original, a.stat_samples, a.stat_seq_len, ActivationStatsOptions{}.chunk_windows,
+                                           compensation != Compensation::None);
+    if (budget > 0 && stats_mem.total > budget)
+      throw UserError("estimated peak memory " + stats_mem.describe() + " exceeds --max-memory " + a.max_memory + " (" +
+                      human_bytes(budget) + "); lower --stat-samples / --stat-seq-len or raise the budget");
     stat_tokens = statistics_windows(a, original, flap ? "--importance flap" : bi ? "--importance bi" : "--compensate");
+  }
 
   std::vector<double> layer_ratio_plan;  // the per-layer ratios of log-increasing / --layer-ratios
   KeepTargets targets;
@@ -371,6 +378,7 @@ PruneSummary run(const PruneSpec& a) {
     CompensationOptions co;
     co.mode = compensation;
     co.damping = a.damping;
+    co.materialize = false;  // streamed below: save_pruned with the refitted tensors put in
     CompensatedModel cm = compensate_pruned(current, final_chosen, stat_tokens, a.stat_samples, a.stat_seq_len, co);
     sum.compensation_seconds = cm.seconds;
     for (size_t l = 0; l < cm.layers.size(); l++) {
@@ -380,7 +388,8 @@ PruneSummary run(const PruneSpec& a) {
         if (f->pruned) *to = {true, f->energy > 0 ? f->err_plain / f->energy : 0.0, f->energy > 0 ? f->err_refit / f->energy : 0.0};
       sum.compensation.push_back(row);
     }
-    save_model_files(cm.model, out.path(), current.storage_dtype(), model_dir_of(a.model));
+    save_pruned(current, final_chosen, out.path(), current.storage_dtype(), model_dir_of(a.model),
+                [&](Model& skeleton) { cm.apply(skeleton); });
     current = Model::load_unfinished(out.path());
   } else if (!final_chosen.empty()) {
     save_pruned(current, final_chosen, out.path(), current.storage_dtype(), model_dir_of(a.model));
@@ -444,7 +453,8 @@ PruneSummary run(const PruneSpec& a) {
   sum.hidden_after = current.cfg.hidden;
   put_param_counts(sum, before, after);
   sum.calib_loss = calib_loss;
-  sum.memory_estimate = mem;
+  // The pass that peaks: the gradient pass (Taylor), or the statistics / compensation passes.
+  sum.memory_estimate = needs_stats && (!grads || stats_mem.total > mem.total) ? stats_mem : mem;
   if (budget > 0) sum.max_memory_bytes = int64_t(budget);
   sum.activations = io.keep_activations ? "kept" : "recomputed";
   sum.compute = kernels::compute_name(io.compute);

@@ -286,7 +286,7 @@ Model build_pruned(const Model& m, const std::vector<Group>& removed, Slicer sli
 Model remove_groups(const Model& m, const std::vector<Group>& removed) { return build_pruned(m, removed, slice_tensor); }
 
 void save_pruned(const Model& m, const std::vector<Group>& removed, const std::filesystem::path& dir, DType dtype,
-                 const std::filesystem::path& source_dir) {
+                 const std::filesystem::path& source_dir, const std::function<void(Model&)>& edit) {
   // A skeleton of the pruned model: every tensor has its pruned shape and dtype, and as data a
   // unique token (no bytes) that names its source and cuts. It never escapes this function: the
   // writer asks for each tensor's bytes in turn and gets them sliced straight from the source.
@@ -305,12 +305,23 @@ void save_pruned(const Model& m, const std::vector<Group>& removed, const std::f
     sources[token.get()] = Source{t, c0, c1};
     return k;
   });
+  if (edit) edit(skel);
   const bool release = m.release_pages;
   std::vector<uint8_t> tmp;
   std::vector<float> f32;
   save_model_files(skel, dir, dtype, source_dir, [&](const std::string& name, const Tensor& k, void* dst) {
     auto it = sources.find(k.data);
-    if (it == sources.end()) throw RuntimeError("internal: save_pruned has no source for '" + name + "'");
+    if (it == sources.end()) {  // a tensor `edit` put in: its own bytes
+      const size_t n = size_t(k.numel());
+      if (k.dtype == dtype) {
+        std::memcpy(dst, k.data, k.nbytes());
+      } else {
+        f32.resize(n);
+        to_f32(k.dtype, k.data, f32.data(), n);
+        from_f32(dtype, f32.data(), dst, n);
+      }
+      return;
+    }
     const Source& s = it->second;
     if (s.src.dtype == dtype) {
       slice_into(s.src, s.cut0, s.cut1, dst);

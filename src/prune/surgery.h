@@ -2,6 +2,7 @@
 // Physical removal of groups: every member tensor is sliced (owned copies in the storage dtype,
 // one tensor at a time), the config is updated and per-layer sizes re-derived from the shapes.
 #include <filesystem>
+#include <functional>
 #include <vector>
 
 #include "graph/groups.h"
@@ -23,8 +24,11 @@ Model remove_groups(const Model& m, const std::vector<Group>& removed);
 // straight into the writer's buffer when the file reaches it (with m.release_pages, m's mapped
 // pages of that tensor are dropped after). Memory: the largest tensor, once. Load the result
 // with Model::load(dir) (mmap) to use it.
+// `edit`, when given, changes the skeleton before it is written: tensors it puts in (owning their
+// data, any dtype) are written converted to `dtype` (prune::run: the compensation's refitted
+// o_proj / down_proj and biases, CompensatedModel::apply).
 void save_pruned(const Model& m, const std::vector<Group>& removed, const std::filesystem::path& dir, DType dtype,
-                 const std::filesystem::path& source_dir);
+                 const std::filesystem::path& source_dir, const std::function<void(Model&)>& edit = {});
 
 // A copy of `m` in which each group's contribution to the residual stream is zeroed: the slices
 // of the group in tensors that write the residual (o columns for heads / KV groups, down columns
