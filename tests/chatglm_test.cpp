@@ -3,6 +3,7 @@
 // the fused layout through load, save, prune and export.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -23,6 +24,7 @@
 #include "model/gguf_model.h"
 #include "prune/calibration.h"
 #include "prune/compensate.h"
+#include "prune/depth.h"
 #include "prune/surgery.h"
 #include "bf16_check.h"
 #include "grad_check.h"
@@ -468,6 +470,42 @@ TEST(Chatglm, WeightGradientsMatchFiniteDifferences) {
                                      {Role::Q, Role::QBias, Role::K, Role::KBias, Role::V, Role::Gate, Role::Up}, {0, 5, 7});
 }
 
+// Depth pruning on the fused layout: removing attention / MLP sub-blocks equals zeroing their
+// residual writers (dense, dense_4h_to_h) in the stored tensors; a layer that loses both is
+// dropped. The result is written in chatglm format with the removals per layer and reloads with
+// identical logits.
+TEST(Chatglm, DepthPruningEqualsZeroedWritersAndReloads) {
+  GlmSpec s = glm_spec(3, 4, 2, 24);
+  s.linear_bias = true;  // dense / dense_4h_to_h biases go with their sub-block
+  Model m = make_glm(s);
+  Model p = remove_sublayers(m, {{0, true}, {1, false}, {2, true}, {2, false}});
+  ASSERT_EQ(p.layers.size(), 2u);
+  EXPECT_EQ(p.cfg.layers[0], (LayerConfig{0, 0, 8, 24}));
+  EXPECT_EQ(p.cfg.layers[1], (LayerConfig{4, 2, 8, 0}));
+  auto stored = glm_tensors(s);
+  for (const char* name : {"0.self_attention.dense.", "1.mlp.dense_4h_to_h.", "2.self_attention.dense.", "2.mlp.dense_4h_to_h."})
+    for (const char* suffix : {"weight", "bias"}) {
+      Tensor& t = stored.at(std::string("transformer.encoder.layers.") + name + suffix);
+      t = Tensor::zeros(t.dtype, t.shape);
+    }
+  const auto want = logits_of(Model::from_tensors(m.cfg, stored, "zeroed"), kIds);
+  EXPECT_LE(max_abs_diff(logits_of(p, kIds), want), 1e-5);
+  EXPECT_GT(max_abs_diff(logits_of(m, kIds), want), 1e-3);  // the removal matters
+
+  auto dir = test::temp_dir("depth");
+  save_model_files(p, dir, DType::F32, "");
+  const json layers = json::parse(std::ifstream(dir / "config.json"))["llmprune_layers"];
+  EXPECT_EQ(layers[0]["num_attention_heads"], 0);  // the removals, per layer, in chatglm's keys
+  EXPECT_EQ(layers[1]["ffn_hidden_size"], 0);
+  const auto& stored_after = SafetensorsFile::open(dir / "model.safetensors").tensors;
+  EXPECT_FALSE(stored_after.count("transformer.encoder.layers.0.self_attention.query_key_value.weight"));
+  EXPECT_FALSE(stored_after.count("transformer.encoder.layers.1.mlp.dense_h_to_4h.weight"));
+  EXPECT_TRUE(stored_after.count("transformer.encoder.layers.1.self_attention.query_key_value.bias"));
+  Model back = Model::load(dir);
+  EXPECT_EQ(back.cfg.layers, p.cfg.layers);
+  EXPECT_EQ(logits_of(back, kIds), logits_of(p, kIds));  // identical
+}
+
 }  // namespace
 }  // namespace llmprune
 
@@ -499,7 +537,7 @@ TEST(Chatglm, Bf16ComputeOnFusedLayoutWithBiases) {
   test::expect_bf16_compute_consistent(make_glm(s));
 }
 
-TEST(ChatglmTokenizer, SpecialsAfterThePiecesAndPrefix) {
+TEST(ChatglmTokenizer, SpecialsAfterThePiecesPrefixAndPlainText) {
   auto dir = write_glm_dir("glm-tok");
   auto tok = load_tokenizer_for_model(dir);
   EXPECT_EQ(tok->vocab_size(), 4096 + 9);
@@ -510,13 +548,20 @@ TEST(ChatglmTokenizer, SpecialsAfterThePiecesAndPrefix) {
   EXPECT_EQ(tok->prefix_ids(), (std::vector<int32_t>{4097, 4099}));  // [gMASK] sop
   auto plain = load_tokenizer(dir);  // without the family's conventions
   EXPECT_EQ(plain->vocab_size(), 4096);
-  auto ids = tok->encode("<|user|>\nAnd God said<|assistant|>");
+  // Plain text is SentencePiece alone (THUDM's SPTokenizer.encode): the spellings of the specials
+  // inside words ("people" holds eop, "sops") or on their own stay pieces.
+  for (const char* text : {"the people", "sop and eop", "[gMASK] <|user|>", "Thou sops"})
+    EXPECT_EQ(tok->encode(text), plain->encode(text)) << text;
+  auto ids = tok->encode_with_specials("<|user|>\nAnd God said<|assistant|>");
   ASSERT_GE(ids.size(), 3u);
   EXPECT_EQ(ids.front(), 4102);  // <|user|>: the 7th special (ChatGLM3: 64795 = 64789 + 6)
   EXPECT_EQ(ids.back(), 4103);
   std::vector<int32_t> mid(ids.begin() + 1, ids.end() - 1);
   EXPECT_EQ(mid, plain->encode("\nAnd God said"));
   EXPECT_EQ(tok->decode(ids), plain->decode(mid));
+  // The opt-in reads specials in words too: it is for prompts spelled in the chat format.
+  auto opt_in = tok->encode_with_specials("the people");
+  EXPECT_NE(std::find(opt_in.begin(), opt_in.end(), 4100), opt_in.end());  // eop
   // GLM-4's tiktoken tokenizer.model is refused with a clear message.
   auto glm4 = test::temp_dir("glm4tok");
   std::filesystem::copy_file(test::shared_dir() / "fixtures/tokenizers/llama3/tokenizer.model", glm4 / "tokenizer.model");

@@ -17,7 +17,7 @@ struct GenArgs {
   int max_tokens = 64;
   float temperature = 0.0f, top_p = 1.0f;
   uint64_t seed = 0;
-  bool no_bos = false, stats = false;
+  bool no_bos = false, stats = false, specials = false;
 };
 
 void run_generate(const GenArgs& a) {
@@ -28,7 +28,7 @@ void run_generate(const GenArgs& a) {
   auto tok = load_model_tokenizer(a.model);
   std::vector<int32_t> ids;
   if (!a.no_bos) ids = tok->prefix_ids();
-  auto body = tok->encode(a.prompt);
+  auto body = a.specials ? tok->encode_with_specials(a.prompt) : tok->encode(a.prompt);
   ids.insert(ids.end(), body.begin(), body.end());
   Runner r(m);
   GenerateOptions o;
@@ -64,6 +64,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
   cmd->add_flag("--no-bos", a->no_bos, "do not prepend the BOS token");
   cmd->add_flag("--stats", a->stats, "print speed on stderr");
+  cmd->add_flag("--specials", a->specials,
+                "read the family's special tokens spelled in the prompt (ChatGLM3: <|user|>, <|assistant|>) as their ids");
   cmd->callback([a] { run_generate(*a); });
 }
 

@@ -1,7 +1,9 @@
 // Special tokens a model family appends after its SentencePiece vocabulary (ChatGLM2/3:
 // [MASK] [gMASK] [sMASK] sop eop, ChatGLM3 also <|system|> <|user|> <|assistant|> <|observation|>,
-// ids 64789.. after 64789 pieces). They are matched as whole strings in the text; the text
-// between them goes through the base tokenizer.
+// ids 64789.. after 64789 pieces). Plain text goes through the base tokenizer alone, as THUDM's
+// SPTokenizer.encode does (its tokenize splits nothing out by default): "eop" in "people" and a
+// literal "sop" stay SentencePiece pieces. The specials enter as ids (the prefix, chat roles);
+// encode_with_specials is the opt-in that reads their literal spellings in text.
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,7 +20,8 @@ class AppendedSpecials : public Tokenizer {
     bos_id_ = base_->bos_id();
     eos_id_ = base_->eos_id();
   }
-  std::vector<int32_t> encode(std::string_view text) const override {
+  std::vector<int32_t> encode(std::string_view text) const override { return base_->encode(text); }
+  std::vector<int32_t> encode_with_specials(std::string_view text) const override {
     std::vector<int32_t> out;
     size_t pos = 0;
     while (pos <= text.size()) {

@@ -14,6 +14,11 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Plain encoding of `text`: no BOS/EOS added (callers add bos_id() where a convention says so).
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // Opt-in for text that spells a family's appended specials ("<|user|>", "[gMASK]"): those
+  // strings become their ids, the rest is encoded plainly. encode() never does this for them
+  // (ChatGLM2/3's SentencePiece text "people" holds "eop"); tokenizer.json added tokens are
+  // matched by encode() itself, as HF does.
+  virtual std::vector<int32_t> encode_with_specials(std::string_view text) const { return encode(text); }
   // Decoding of a sequence; special tokens (BOS/EOS) are dropped.
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual int32_t vocab_size() const = 0;
@@ -39,7 +44,8 @@ class Tokenizer {
 // Conventions a model family adds on top of its tokenizer file (arch's TokenizerConvention).
 struct TokenizerExtras {
   // Special tokens appended after a SentencePiece model's pieces (ids size, size+1, ...), matched
-  // as whole strings in text. Not applied to tokenizer.json, which lists its own added tokens.
+  // as whole strings only by encode_with_specials. Not applied to tokenizer.json, which lists its
+  // own added tokens.
   std::vector<std::string> sp_appended_specials;
   // Tokens every text starts with; each entry lists accepted spellings ("sop" or "<sop>").
   std::vector<std::vector<std::string>> prefix;
