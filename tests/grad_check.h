@@ -1,7 +1,7 @@
 #pragma once
 // Gradient checks shared by the model tests (model_golden, chatglm, chatglm_v1): a sink that keeps
-// every weight gradient by tensor name, and layer 0's analytic gradients against central finite
-// differences of the mean next-token loss.
+// every weight gradient by tensor name, the same under the checkpoint's stored (fused) names, and
+// layer 0's analytic gradients against central finite differences of the mean next-token loss.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -31,6 +31,59 @@ struct CollectSink : GradSink {
       if (!g[size_t(r)].g.empty()) grads[m.arch->global[size_t(r)].pattern] = std::move(g[size_t(r)]);
   }
 };
+
+// A stored tensor's gradient and Fisher diagonal (double), as the goldens hold them.
+struct StoredGrad {
+  std::vector<double> g, a;
+};
+
+// Every gradient the sink kept, under the checkpoint's own tensor names: a fused tensor (ChatGLM's
+// query_key_value and dense_h_to_4h, v1's per-head interleaved query_key_value) is reassembled from
+// its role views with the arch's row mapping (fused_row); globals keep their names.
+inline std::map<std::string, StoredGrad> stored_grads(const Model& m, const std::map<std::string, GradStats>& grads) {
+  std::map<std::string, StoredGrad> out;
+  auto find = [&](const std::string& name) -> const GradStats* {
+    auto it = grads.find(name);
+    EXPECT_TRUE(it != grads.end()) << "no gradient for " << name;
+    return it == grads.end() ? nullptr : &it->second;
+  };
+  for (int l = 0; l < m.cfg.n_layer; l++)
+    for (int r = 0; r < kNumLayerRoles; r++) {
+      if (m.layers[size_t(l)][Role(r)].empty()) continue;
+      const FusedTensor* f = fused_of(*m.arch, Role(r));
+      if (!f) {
+        const std::string name = layer_tensor_name(*m.arch, Role(r), l);
+        if (const GradStats* gs = find(name)) out[name] = {{gs->g.begin(), gs->g.end()}, {gs->a.begin(), gs->a.end()}};
+        continue;
+      }
+      if (f->parts.front() != Role(r)) continue;
+      int64_t numel = 0;
+      for (Role part : f->parts) numel += m.layers[size_t(l)][part].numel();
+      StoredGrad fused{std::vector<double>(size_t(numel)), std::vector<double>(size_t(numel))};
+      int64_t offset = 0;  // rows of the parts before this one
+      for (size_t p = 0; p < f->parts.size(); p++) {
+        const Tensor& t = m.layers[size_t(l)][f->parts[p]];
+        const GradStats* gs = find(layer_tensor_name(*m.arch, f->parts[p], l));
+        if (!gs) return out;
+        const int64_t rows = t.dim(0), row_len = t.numel() / rows;
+        for (int64_t i = 0; i < rows; i++)
+          for (int64_t c = 0; c < row_len; c++) {
+            const size_t to = size_t(fused_row(*f, int(p), i, offset, rows, m.cfg.head_dim) * row_len + c);
+            fused.g.at(to) = gs->g[size_t(i * row_len + c)];
+            if (!gs->a.empty()) fused.a.at(to) = gs->a[size_t(i * row_len + c)];
+          }
+        offset += rows;
+      }
+      out[fused_tensor_name(*f, l)] = std::move(fused);
+    }
+  for (int r = 0; r < kNumGlobalRoles; r++) {
+    const char* pattern = m.arch->global[size_t(r)].pattern;
+    if (!pattern) continue;
+    auto it = grads.find(pattern);
+    if (it != grads.end()) out[pattern] = {{it->second.g.begin(), it->second.g.end()}, {it->second.a.begin(), it->second.a.end()}};
+  }
+  return out;
+}
 
 // For each role of layer 0 and each element index: the backward's gradient equals the central
 // difference (step 1e-2 on an fp32 copy of the tensor) of the mean NLL of `ids` (one sequence)
