@@ -28,6 +28,7 @@
 #include "prune/surgery.h"
 #include "bf16_check.h"
 #include "grad_check.h"
+#include "glm_steps.h"
 #include "test_util.h"
 #include "train/lora.h"
 
@@ -35,13 +36,15 @@ namespace llmprune {
 namespace {
 
 using nlohmann::json;
+using test::max_abs_diff;
+using test::run_glm_steps;
 
 // THUDM's official ChatGLMModel on a tiny random 1-layer model (fixtures/chatglm/SOURCE.txt):
 // parameters (f32, state-dict order), then ids [3] -> final-norm hidden states [3, 32], one
 // decode step id 3 -> [1, 32], another id 4 -> [1, 32].
 struct GlmFixture {
   std::map<std::string, Tensor> tensors;
-  std::vector<int32_t> ids[3];
+  std::vector<std::vector<int32_t>> ids = std::vector<std::vector<int32_t>>(3);
   std::vector<float> hidden[3];
 };
 
@@ -89,35 +92,6 @@ json tiny_glm_config(double eps) {
           {"tie_word_embeddings", false}, {"torch_dtype", "float32"}, {"eos_token_id", 2}, {"pad_token_id", 0}};
 }
 
-// Prefill of the 3 ids, then two cached decode steps: the final-norm hidden states of each.
-std::vector<std::vector<float>> run_glm_steps(const Model& m, const GlmFixture& f) {
-  Runner r(m);
-  KVCache cache(m, 1, 8);
-  LayerF32 w;
-  std::vector<std::vector<float>> out;
-  const int C = m.cfg.hidden;
-  for (int s = 0; s < 3; s++) {
-    const int T = int(f.ids[s].size());
-    std::vector<float> x(size_t(T) * C), xn(size_t(T) * C), logits(size_t(T) * m.cfg.vocab);
-    r.embed(f.ids[s].data(), T, x.data());
-    for (int l = 0; l < m.cfg.n_layer; l++) {
-      w.load(m, l);
-      r.layer_forward(l, w, x.data(), 1, T, &cache, nullptr);
-    }
-    cache.len += T;
-    r.head(x.data(), T, xn.data(), nullptr, logits.data());
-    out.push_back(xn);
-  }
-  return out;
-}
-
-double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double d = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); i++) d = std::max(d, double(std::fabs(a[i] - b[i])));
-  return d;
-}
-
 class GlmOfficial : public ::testing::TestWithParam<std::tuple<const char*, double>> {};
 
 TEST_P(GlmOfficial, ReproducesThudmHiddenStates) {
@@ -127,7 +101,7 @@ TEST_P(GlmOfficial, ReproducesThudmHiddenStates) {
   Model m = Model::from_tensors(cfg, f.tensors, "tiny-glm");
   ASSERT_EQ(m.cfg.layers.size(), 1u);
   EXPECT_EQ(m.cfg.layers[0], (LayerConfig{8, 2, 4, 48}));
-  auto got = run_glm_steps(m, f);
+  auto got = run_glm_steps(m, f.ids, false);
   for (int s = 0; s < 3; s++) EXPECT_LE(max_abs_diff(got[size_t(s)], f.hidden[s]), 1e-5) << file << " step " << s;
 }
 
@@ -143,14 +117,14 @@ TEST(GlmOfficial, AblationsDoNotReproduce) {
   Model m = Model::from_tensors(cfg, f.tensors, "tiny-glm");
   Model swapped = m;
   std::swap(swapped.layers[0][Role::Gate], swapped.layers[0][Role::Up]);
-  EXPECT_GT(max_abs_diff(run_glm_steps(swapped, f)[0], f.hidden[0]), 1e-3);
+  EXPECT_GT(max_abs_diff(run_glm_steps(swapped, f.ids, false)[0], f.hidden[0]), 1e-3);
   ArchDesc half = *m.arch;
   half.rotary.pairing = RotaryPairing::RotateHalf;
   half.rotary.rotated_num = 1;
   half.rotary.rotated_den = 1;
   Model rotate_half = m;
   rotate_half.arch = &half;
-  EXPECT_GT(max_abs_diff(run_glm_steps(rotate_half, f)[0], f.hidden[0]), 1e-3);
+  EXPECT_GT(max_abs_diff(run_glm_steps(rotate_half, f.ids, false)[0], f.hidden[0]), 1e-3);
 }
 
 // ---- random ChatGLM models in the stored (fused) layout ----

@@ -22,12 +22,18 @@
 #include "train/lora.h"
 #include "grad_check.h"
 #include "every_subcommand.h"
+#include "bf16_check.h"
+#include "glm_steps.h"
+#include "prune/depth.h"
+#include "train/data.h"
 #include "test_util.h"
 
 namespace llmprune {
 namespace {
 
 using nlohmann::json;
+using test::max_abs_diff;
+using test::run_glm_steps;
 
 const char* kModel = "chatglm-v1-tiny";
 
@@ -42,7 +48,7 @@ json tiny_v1_config() {
 
 struct V1Fixture {
   std::map<std::string, Tensor> tensors;
-  std::vector<int32_t> ids[3];
+  std::vector<std::vector<int32_t>> ids = std::vector<std::vector<int32_t>>(3);
   std::vector<float> hidden[3];
 };
 
@@ -85,37 +91,6 @@ V1Fixture read_v1_fixture() {
   return f;
 }
 
-// Prefill of ids 0 1 2, then two cached decode steps: the final-norm hidden states of each.
-// with_layout = false runs plain causal positions (the ablation).
-std::vector<std::vector<float>> run_steps(const Model& m, const V1Fixture& f, bool with_layout) {
-  Runner r(m);
-  KVCache cache(m, 1, 8);
-  LayerF32 w;
-  std::vector<std::vector<float>> out;
-  const int C = m.cfg.hidden;
-  for (int s = 0; s < 3; s++) {
-    const int T = int(f.ids[s].size());
-    std::vector<float> x(size_t(T) * C), xn(size_t(T) * C), logits(size_t(T) * m.cfg.vocab);
-    if (with_layout) r.set_layout(token_layout(m, f.ids[s].data(), 1, T, &cache), 1, T);
-    r.embed(f.ids[s].data(), T, x.data());
-    for (int l = 0; l < m.cfg.n_layer; l++) {
-      w.load(m, l);
-      r.layer_forward(l, w, x.data(), 1, T, &cache, nullptr);
-    }
-    cache.len += T;
-    r.head(x.data(), T, xn.data(), nullptr, logits.data());
-    out.push_back(xn);
-  }
-  return out;
-}
-
-double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double d = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); i++) d = std::max(d, double(std::fabs(a[i] - b[i])));
-  return d;
-}
-
 TEST(GlmV1Official, ReproducesThudmHiddenStates) {
   V1Fixture f = read_v1_fixture();
   ModelConfig cfg = ModelConfig::from_json(tiny_v1_config(), "tiny-glm-v1/config.json");
@@ -124,11 +99,11 @@ TEST(GlmV1Official, ReproducesThudmHiddenStates) {
   EXPECT_TRUE(m.cfg.tied);  // no tie_word_embeddings key: transformers' default
   ASSERT_EQ(m.cfg.layers.size(), 1u);
   EXPECT_EQ(m.cfg.layers[0], (LayerConfig{8, 8, 4, 128}));
-  auto got = run_steps(m, f, true);
+  auto got = run_glm_steps(m, f.ids, true);
   for (int s = 0; s < 3; s++) EXPECT_LE(max_abs_diff(got[size_t(s)], f.hidden[s]), 1e-5) << "step " << s;
   // The fixture can tell: causal positions without GLM's layout (no prefix, block positions 0)
   // do not reproduce it.
-  auto causal = run_steps(m, f, false);
+  auto causal = run_glm_steps(m, f.ids, false);
   EXPECT_GT(max_abs_diff(causal[0], f.hidden[0]), 1e-3);
 }
 
@@ -467,6 +442,9 @@ namespace {
 TEST(GlmV1Cli, EverySubcommandRuns) {
   const std::string model = test::fixture_model(kModel).string();
   auto dir = test::temp_dir("run");
+  auto info = test::cli_ok("info " + model).out;  // LayerNorm: its eps is not RMSNorm's
+  EXPECT_NE(info.find("layer_norm_eps 1e-05"), std::string::npos) << info;
+  EXPECT_EQ(info.find("rms_norm_eps"), std::string::npos) << info;
   const auto p = test::run_every_subcommand(
       model, dir, {"chatglm", "query_key_value.weight[k]", {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"},
                    "transformer.layers.1.attention.query_key_value.weight", {5, 17, 40, 57, 60, 22, 31, 8}});
@@ -480,6 +458,99 @@ TEST(GlmV1Cli, EverySubcommandRuns) {
   EXPECT_EQ(refused.exit_code, 2);
   EXPECT_NE(refused.err.find("llama.cpp has no architecture"), std::string::npos) << refused.err;
   EXPECT_FALSE(std::filesystem::exists(gguf));
+}
+
+}  // namespace
+}  // namespace llmprune
+
+namespace llmprune {
+namespace {
+
+// v1's prompt framing is the description's (TokenizerConvention::suffix): THUDM's
+// build_inputs_with_special_tokens ends a prompt with [gMASK] <sop> (no BOS), a text scored on
+// its own is the reply to an empty prompt ([gMASK] <sop> + text), and Alpaca data is prompt +
+// [gMASK] <sop> + response + <eop> with the prompt and its framing masked.
+TEST(GlmV1Tokenizer, PromptEndsWithGmaskSop) {
+  const auto dir = test::fixture_model(kModel);
+  auto tok = load_tokenizer_for_model(dir);
+  EXPECT_EQ(tok->vocab_size(), 62);
+  EXPECT_EQ(tok->id_to_piece(57), "[gMASK]");
+  EXPECT_EQ(tok->id_to_piece(60), "<sop>");
+  EXPECT_EQ(tok->bos_id(), 60);  // config.json's bos_token_id
+  EXPECT_EQ(tok->eos_id(), 61);
+  auto body = tok->encode("And God said");
+  ASSERT_FALSE(body.empty());
+  std::vector<int32_t> want = body;
+  want.insert(want.end(), {57, 60});
+  EXPECT_EQ(tok->prompt_ids(body), want);
+  EXPECT_EQ(tok->prefix_ids(), (std::vector<int32_t>{57, 60}));
+  Model m = Model::load(dir);
+  TokenLayout t = token_layout(m, want.data(), 1, int(want.size()), nullptr);
+  EXPECT_EQ(t.prefix, (std::vector<int32_t>{int32_t(want.size()) - 1}));  // bidirectional up to <sop>
+
+  const auto tmp = test::temp_dir("alpaca");
+  std::ofstream(tmp / "d.json") << R"([{"instruction": "Say it", "input": "", "output": "Let there be light"}])";
+  DataOptions opt;
+  auto ex = load_examples((tmp / "d.json").string(), *tok, opt);
+  ASSERT_EQ(ex.size(), 1u);
+  std::vector<int32_t> user = tok->prompt_ids(tok->encode(alpaca_prompt("Say it", ""))), ids = user;
+  auto reply = tok->encode("Let there be light");
+  ids.insert(ids.end(), reply.begin(), reply.end());
+  ids.push_back(61);  // <eop>
+  EXPECT_EQ(ex[0].ids, ids);
+  for (size_t i = 0; i < ids.size(); i++) EXPECT_EQ(ex[0].labels[i], i < user.size() ? -1 : ids[i]) << i;
+
+  // generate frames the prompt so (its --stats line counts the prompt tokens); --no-bos does not.
+  auto framed = test::cli_ok("generate " + dir.string() + " --prompt \"And God said\" --max-tokens 2 --stats");
+  EXPECT_NE(framed.err.find(std::to_string(want.size()) + " prompt tokens"), std::string::npos) << framed.err;
+  auto bare = test::cli_ok("generate " + dir.string() + " --prompt \"And God said\" --max-tokens 2 --stats --no-bos");
+  EXPECT_NE(bare.err.find(std::to_string(body.size()) + " prompt tokens"), std::string::npos) << bare.err;
+}
+
+// Depth pruning on v1: removed sub-blocks are identities (the alpha-scaled normalised residual
+// goes with them), as the search's masks run them; the saved checkpoint states the removals and
+// reloads with identical logits; dropping layer 1 whole equals the same tensors loaded as a
+// one-layer model.
+TEST(GlmV1, DepthPruningReloadsIdentically) {
+  Model m = Model::load(test::fixture_model(kModel));
+  const std::vector<int32_t> ids = {5, 17, 40, 57, 60, 22, 31, 8, 9};
+  Model p = remove_sublayers(m, {{0, false}, {1, true}});
+  EXPECT_EQ(p.cfg.layers[0], (LayerConfig{4, 4, 16, 0}));
+  EXPECT_EQ(p.cfg.layers[1], (LayerConfig{0, 0, 16, 96}));
+  Runner masked(m);
+  masked.skip_sublayers({0, 1}, {1, 0});
+  std::vector<float> got(ids.size() * size_t(m.cfg.vocab));
+  masked.forward(ids.data(), 1, int(ids.size()), got.data());
+  const auto want = logits_of(p, ids);
+  EXPECT_LE(max_abs_diff(got, want), 1e-5);
+  EXPECT_GT(max_abs_diff(logits_of(m, ids), want), 1e-3);
+  auto dir = test::temp_dir("glm-v1-depth");
+  save_model_files(p, dir, DType::F32, "");
+  std::ifstream cj(dir / "config.json");
+  json c = json::parse(cj);
+  EXPECT_EQ(c["llmprune_layers"][0]["inner_hidden_size"], 0);
+  EXPECT_EQ(c["llmprune_layers"][1]["num_attention_heads"], 0);
+  Model back = Model::load(dir);
+  EXPECT_EQ(back.cfg.layers, p.cfg.layers);
+  EXPECT_EQ(logits_of(back, ids), want);
+
+  Model one = remove_sublayers(m, {{1, true}, {1, false}});
+  ASSERT_EQ(one.cfg.n_layer, 1);
+  auto stored = load_checkpoint_tensors(test::fixture_model(kModel));
+  for (auto it = stored.begin(); it != stored.end();)
+    it = it->first.rfind("transformer.layers.1.", 0) == 0 ? stored.erase(it) : std::next(it);
+  json cfg1 = json::parse(std::ifstream(test::fixture_model(kModel) / "config.json"));
+  cfg1["num_layers"] = 1;
+  Model direct = Model::from_tensors(ModelConfig::from_json(cfg1, "one/config.json"), stored, "one");
+  EXPECT_EQ(logits_of(one, ids), logits_of(direct, ids));
+}
+
+// --compute bf16 on v1 (LayerNorm biases, GELU-tanh, 2D rotary, the prefix mask, interleaved
+// q/k/v): the bf16 model equals its fp32 copy bit for bit and stays within bf16_check.h's bound.
+TEST(GlmV1, Bf16Compute) {
+  Model h = Model::load(test::fixture_model(kModel));
+  h.for_each_tensor_mut([](const std::string&, Tensor& t) { t = t.converted(DType::BF16); });
+  test::expect_bf16_compute_consistent(h);
 }
 
 }  // namespace

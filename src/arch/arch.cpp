@@ -271,8 +271,9 @@ ArchDesc make_chatglm_v1() {
   a.positions = PositionKind::GlmBlocks;
   a.residual = {true, std::sqrt(2.0 * 28)};
   // v1's SentencePiece model (ice_text.model) holds [MASK] [gMASK] [sMASK] <unused_0> <sop> <eop>
-  // as pieces itself: nothing is appended. THUDM's encode puts [gMASK] <sop> at the END of a
-  // prompt (build_inputs_with_special_tokens), which llmprune's tokenizer does not do yet.
+  // as pieces itself: nothing is appended. THUDM's build_inputs_with_special_tokens puts
+  // [gMASK] <sop> at the END of a prompt (ids + [gMASK, sop]); the reply follows <sop>.
+  a.tokenizer.suffix = {{"[gMASK]"}, {"<sop>", "sop"}};
   a.gguf_arch = nullptr;  // llama.cpp has no ChatGLM-6B v1 graph (LayerNorm+bias, GELU, 2D RoPE, alpha residual)
   a.gguf_ragged = false;
   a.gguf_permute_qk = false;

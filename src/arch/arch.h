@@ -163,11 +163,14 @@ struct ConfigRefusal {
   std::optional<double> accepted = std::nullopt;
 };
 
-// Token strings added after the tokenizer's own vocabulary (ids continue from its size), and the
-// tokens every encoded text starts with (instead of BOS).
+// Token strings added after the tokenizer's own vocabulary (ids continue from its size), and how
+// a prompt is framed: the tokens it starts with (instead of BOS) and the tokens it ends with,
+// after which the reply follows. A text scored on its own (perplexity, calibration, plain-text
+// tuning) is framed as the reply to an empty prompt: prefix + suffix + text.
 struct TokenizerConvention {
   std::vector<const char*> appended_specials;      // after a SentencePiece model's pieces
   std::vector<std::vector<const char*>> prefix;    // each: the accepted spellings of one token
+  std::vector<std::vector<const char*>> suffix;    // likewise; ChatGLM-6B v1: [gMASK] <sop>
 };
 
 struct ArchDesc {

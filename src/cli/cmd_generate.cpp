@@ -26,10 +26,9 @@ void run_generate(const GenArgs& a) {
   if (a.top_p <= 0 || a.top_p > 1) throw UserError("--top-p must be in (0, 1]");
   Model m = Model::load(a.model);
   auto tok = load_model_tokenizer(a.model);
-  std::vector<int32_t> ids;
-  if (!a.no_bos) ids = tok->prefix_ids();
   auto body = a.specials ? tok->encode_with_specials(a.prompt) : tok->encode(a.prompt);
-  ids.insert(ids.end(), body.begin(), body.end());
+  // BOS + prompt, or the family's framing (ChatGLM2/3: [gMASK] sop + prompt; v1: prompt + [gMASK] <sop>).
+  std::vector<int32_t> ids = a.no_bos ? body : tok->prompt_ids(body);
   Runner r(m);
   GenerateOptions o;
   o.max_tokens = a.max_tokens;
@@ -62,7 +61,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--temperature,-t", a->temperature, "sampling temperature; 0 = greedy")->capture_default_str();
   cmd->add_option("--top-p", a->top_p, "nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
-  cmd->add_flag("--no-bos", a->no_bos, "do not prepend the BOS token");
+  cmd->add_flag("--no-bos", a->no_bos, "the prompt's tokens alone: no BOS, no family framing (ChatGLM: [gMASK] sop)");
   cmd->add_flag("--stats", a->stats, "print speed on stderr");
   cmd->add_flag("--specials", a->specials,
                 "read the family's special tokens spelled in the prompt (ChatGLM3: <|user|>, <|assistant|>) as their ids");

@@ -37,6 +37,8 @@ void run_info(const InfoArgs& a) {
     const RoleDesc& d = role_desc(*m.arch, Role(r));
     if (d.is_bias && !m.layers[0].w[size_t(r)].empty()) biases.push_back(role_desc(*m.arch, d.bias_of).name);
   }
+  // The eps's name follows the family's norm (ChatGLM-6B v1: LayerNorm), not LLaMA's key.
+  const char* eps_label = m.arch->norm == NormKind::LayerNorm ? "layer_norm_eps" : "rms_norm_eps";
   if (a.json) {
     nlohmann::json j;
     j["biases"] = biases;
@@ -50,7 +52,7 @@ void run_info(const InfoArgs& a) {
     j["dtype"] = dtype_name(m.storage_dtype());
     j["uniform"] = m.cfg.uniform();
     j["rope_theta"] = m.cfg.rope_theta;
-    j["rms_norm_eps"] = m.cfg.rms_eps;
+    j[eps_label] = m.cfg.rms_eps;
     j["tokenizer"] = tok_kind;
     j["size_on_disk"] = disk;
     j["params"] = {{"total", p.total}, {"embed", p.embed}, {"lm_head", p.lm_head}, {"attention", p.attention}, {"mlp", p.mlp}, {"norms", p.norms}};
@@ -62,9 +64,9 @@ void run_info(const InfoArgs& a) {
   std::printf("model        %s\n", a.model.c_str());
   std::printf("architecture %s (%s), %d layers, hidden %d, head_dim %d, vocab %d\n", m.arch->family.c_str(),
               m.cfg.model_type.c_str(), m.cfg.n_layer, m.cfg.hidden, m.cfg.head_dim, m.cfg.vocab);
-  std::printf("attention    %s; rope_theta %g%s; rms_norm_eps %g; %s embeddings\n",
+  std::printf("attention    %s; rope_theta %g%s; %s %g; %s embeddings\n",
               m.cfg.layers[0].n_kv_head == m.cfg.layers[0].n_head ? "MHA" : "GQA", m.cfg.rope_theta,
-              m.cfg.rope_scaling.type.empty() ? "" : (" (" + m.cfg.rope_scaling.type + " scaling)").c_str(), m.cfg.rms_eps,
+              m.cfg.rope_scaling.type.empty() ? "" : (" (" + m.cfg.rope_scaling.type + " scaling)").c_str(), eps_label, m.cfg.rms_eps,
               m.cfg.tied ? "tied" : "untied");
   std::string bias_list;
   for (auto& b : biases) bias_list += (bias_list.empty() ? "" : ", ") + b;

@@ -334,6 +334,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_for_model(const fs::path& dir) {
       const ArchDesc& a = arch_for_config(j, (dir / "config.json").string());
       for (const char* s : a.tokenizer.appended_specials) extras.sp_appended_specials.push_back(s);
       for (const auto& alts : a.tokenizer.prefix) extras.prefix.emplace_back(alts.begin(), alts.end());
+      for (const auto& alts : a.tokenizer.suffix) extras.suffix.emplace_back(alts.begin(), alts.end());
     }
   }
   return load_tokenizer(dir, extras);

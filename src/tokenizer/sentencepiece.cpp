@@ -110,15 +110,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
   bos = json_int_or(model_dir / "config.json", "bos_token_id", bos);
   eos = json_int_or(model_dir / "config.json", "eos_token_id", eos);
   tok->set_special_ids(bos, eos);
-  if (!extras.prefix.empty()) {
-    std::vector<int32_t> prefix;
-    for (const auto& spellings : extras.prefix) {
+  auto ids_of = [&](const std::vector<std::vector<std::string>>& tokens, const char* where) {
+    std::vector<int32_t> ids;
+    for (const auto& spellings : tokens) {
       int32_t id = find_piece(*tok, spellings);
-      if (id < 0) throw input_error(model_dir.string(), "the tokenizer has no '" + spellings.front() + "' token, which this model family's prompts start with");
-      prefix.push_back(id);
+      if (id < 0)
+        throw input_error(model_dir.string(), "the tokenizer has no '" + spellings.front() + "' token, which this model family's prompts " + where);
+      ids.push_back(id);
     }
-    tok->set_prefix_ids(std::move(prefix));
-  }
+    return ids;
+  };
+  tok->set_prefix_ids(ids_of(extras.prefix, "start with"));
+  tok->set_suffix_ids(ids_of(extras.suffix, "end with"));
   return tok;
 }
 

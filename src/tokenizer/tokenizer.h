@@ -28,17 +28,26 @@ class Tokenizer {
   int32_t bos_id() const { return bos_id_; }
   int32_t eos_id() const { return eos_id_; }
   void set_special_ids(int32_t bos, int32_t eos) { bos_id_ = bos; eos_id_ = eos; }
-  // What a text starts with where the convention says "BOS": the family's prefix when it has one
-  // (ChatGLM2/3: [gMASK] sop), else BOS when there is one, else nothing.
-  std::vector<int32_t> prefix_ids() const {
-    if (!prefix_.empty()) return prefix_;
-    return bos_id_ >= 0 ? std::vector<int32_t>{bos_id_} : std::vector<int32_t>{};
+  // What a text scored on its own starts with where the convention says "BOS": a family that
+  // frames prompts scores it as the reply to an empty prompt, prefix + suffix (ChatGLM2/3:
+  // [gMASK] sop; ChatGLM-6B v1: [gMASK] <sop>); else BOS when there is one, else nothing.
+  std::vector<int32_t> prefix_ids() const { return prompt_ids({}); }
+  // A prompt framed for generation: the family's prefix + prompt + suffix (ChatGLM-6B v1 ends it
+  // with [gMASK] <sop>, THUDM's build_inputs_with_special_tokens), else BOS + prompt.
+  std::vector<int32_t> prompt_ids(const std::vector<int32_t>& prompt) const {
+    std::vector<int32_t> out = prefix_;
+    if (prefix_.empty() && suffix_.empty() && bos_id_ >= 0) out.push_back(bos_id_);
+    out.insert(out.end(), prompt.begin(), prompt.end());
+    out.insert(out.end(), suffix_.begin(), suffix_.end());
+    return out;
   }
+  const std::vector<int32_t>& suffix_ids() const { return suffix_; }
   void set_prefix_ids(std::vector<int32_t> ids) { prefix_ = std::move(ids); }
+  void set_suffix_ids(std::vector<int32_t> ids) { suffix_ = std::move(ids); }
 
  protected:
   int32_t bos_id_ = -1, eos_id_ = -1;
-  std::vector<int32_t> prefix_;
+  std::vector<int32_t> prefix_, suffix_;
 };
 
 // Conventions a model family adds on top of its tokenizer file (arch's TokenizerConvention).
@@ -49,6 +58,8 @@ struct TokenizerExtras {
   std::vector<std::string> sp_appended_specials;
   // Tokens every text starts with; each entry lists accepted spellings ("sop" or "<sop>").
   std::vector<std::vector<std::string>> prefix;
+  // Tokens a prompt ends with (ChatGLM-6B v1: [gMASK] <sop>), spelled likewise.
+  std::vector<std::vector<std::string>> suffix;
 };
 
 // Loads the tokenizer a checkpoint directory ships. Prefers tokenizer.json over tokenizer.model

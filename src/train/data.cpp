@@ -168,7 +168,17 @@ std::vector<Example> load_examples(const std::string& file, const Tokenizer& tok
     }
     std::string user = alpaca_prompt(instruction, input);
     Example ex;
-    ex.ids = encode(user + output);
+    // A family that ends prompts with tokens of its own (ChatGLM-6B v1: [gMASK] <sop>) gets them
+    // between the prompt and the response, as LLM-Pruner's ChatGLM data does.
+    std::vector<int32_t> framed_user;
+    if (!tok.suffix_ids().empty()) {
+      framed_user = tok.prompt_ids(tok.encode(user));
+      ex.ids = framed_user;
+      auto reply = tok.encode(output);
+      ex.ids.insert(ex.ids.end(), reply.begin(), reply.end());
+    } else {
+      ex.ids = encode(user + output);
+    }
     if (ex.ids.size() > cutoff) {
       ex.ids.resize(cutoff);
       rep.truncated++;
@@ -176,7 +186,7 @@ std::vector<Example> load_examples(const std::string& file, const Tokenizer& tok
     if (opt.add_eos && eos >= 0 && ex.ids.size() < cutoff && ex.ids.back() != eos) ex.ids.push_back(eos);
     ex.labels = ex.ids;
     if (!opt.train_on_inputs) {
-      size_t user_len = std::min(encode(user).size(), cutoff);
+      size_t user_len = std::min(framed_user.empty() ? encode(user).size() : framed_user.size(), cutoff);
       for (size_t t = 0; t < std::min(user_len, ex.labels.size()); t++) ex.labels[t] = -1;
     }
     if (ex.scored() == 0) {

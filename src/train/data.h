@@ -13,6 +13,8 @@
 // and tokenised as alpaca-lora's finetune.py does: BOS + text, truncated to cutoff_len, EOS
 // appended when there is room; with train_on_inputs off, the first len(BOS + prompt) labels
 // (the prompt tokenised on its own) are masked, so only the response (and EOS) is learned.
+// A family whose prompts end with tokens of its own (ChatGLM-6B v1) gets prompt + [gMASK] <sop>
+// + response + EOS (<eop>), the prompt and its framing masked (LLM-Pruner's ChatGLM layout).
 //
 // Plain text: the whole file tokenised once with BOS, cut into consecutive chunks of cutoff_len
 // tokens (a final chunk of at least 2 tokens is kept); every prediction is learned.
