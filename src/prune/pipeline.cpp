@@ -220,6 +220,12 @@ PruneSummary run(const PruneSpec& a) {
   if (po.strategy != Strategy::Block && base == 0 && a.drop_layers < 0) throw UserError("nothing to prune: give --ratio");
 
   const double budget = a.max_memory.empty() ? 0 : parse_byte_size(a.max_memory, "--max-memory");
+  // Refuses, before the pass runs, an estimate over --max-memory; `flags` are the ones that shrink it.
+  auto check_budget = [&](const MemoryEstimate& e, const std::string& flags) {
+    if (budget > 0 && e.total > budget)
+      throw UserError("estimated peak memory " + e.describe() + " exceeds --max-memory " + a.max_memory + " (" +
+                      human_bytes(budget) + "); lower " + flags + " or raise the budget");
+  };
   auto since = [](std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   };
@@ -253,9 +259,7 @@ PruneSummary run(const PruneSpec& a) {
   if (needs_stats) {
     stats_mem = estimate_statistics_memory(original, a.stat_samples, a.stat_seq_len, ActivationStatsOptions{}.chunk_windows,
                                            compensation != Compensation::None);
-    if (budget > 0 && stats_mem.total > budget)
-      throw UserError("estimated peak memory " + stats_mem.describe() + " exceeds --max-memory " + a.max_memory + " (" +
-                      human_bytes(budget) + "); lower --stat-samples / --stat-seq-len or raise the budget");
+    check_budget(stats_mem, "--stat-samples / --stat-seq-len");
     stat_tokens = statistics_windows(a, original, flap ? "--importance flap" : bi ? "--importance bi" : "--compensate");
   }
 
@@ -291,11 +295,7 @@ PruneSummary run(const PruneSpec& a) {
       }
     if (step == 1) {
       PruneShape shape{io.criterion, a.calib_samples, a.calib_seq_len, global_grads, groups.size(), layer_grads, false, io.compute};
-      auto check = [&](const MemoryEstimate& e) {
-        if (budget > 0 && e.total > budget)
-          throw UserError("estimated peak memory " + e.describe() + " exceeds --max-memory " + a.max_memory + " (" +
-                          human_bytes(budget) + "); lower --calib-samples / --calib-seq-len or raise the budget");
-      };
+      auto check = [&](const MemoryEstimate& e) { check_budget(e, "--calib-samples / --calib-seq-len"); };
       mem = estimate_prune_memory(current, shape);
       check(mem);
       // Faster when it fits (the budget, or half the RAM without one): keep every layer's

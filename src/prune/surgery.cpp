@@ -309,17 +309,17 @@ void save_pruned(const Model& m, const std::vector<Group>& removed, const std::f
   const bool release = m.release_pages;
   std::vector<uint8_t> tmp;
   std::vector<float> f32;
+  auto convert_into = [&](DType from, const void* src, void* dst, size_t n) {  // src in `from` -> dst in `dtype`
+    f32.resize(n);
+    to_f32(from, src, f32.data(), n);
+    from_f32(dtype, f32.data(), dst, n);
+  };
   save_model_files(skel, dir, dtype, source_dir, [&](const std::string& name, const Tensor& k, void* dst) {
     auto it = sources.find(k.data);
     if (it == sources.end()) {  // a tensor `edit` put in: its own bytes
       const size_t n = size_t(k.numel());
-      if (k.dtype == dtype) {
-        std::memcpy(dst, k.data, k.nbytes());
-      } else {
-        f32.resize(n);
-        to_f32(k.dtype, k.data, f32.data(), n);
-        from_f32(dtype, f32.data(), dst, n);
-      }
+      if (k.dtype == dtype) std::memcpy(dst, k.data, k.nbytes());
+      else convert_into(k.dtype, k.data, dst, n);
       return;
     }
     const Source& s = it->second;
@@ -328,10 +328,8 @@ void save_pruned(const Model& m, const std::vector<Group>& removed, const std::f
     } else {
       const size_t n = size_t(k.numel());
       tmp.resize(n * dtype_size(s.src.dtype));
-      f32.resize(n);
       slice_into(s.src, s.cut0, s.cut1, tmp.data());
-      to_f32(s.src.dtype, tmp.data(), f32.data(), n);
-      from_f32(dtype, f32.data(), dst, n);
+      convert_into(s.src.dtype, tmp.data(), dst, n);
     }
     if (release) release_mapped_pages(s.src);
   });
