@@ -223,7 +223,7 @@ TEST(GlmV1, FusedSplitFusedIsByteIdentical) {
   Model again = Model::load(dir);
   std::vector<int32_t> ids = {5, 9, 57, 60, 11, 12};
   Runner r1(m), r2(again);
-  std::vector<float> a(ids.size() * 64), b(ids.size() * 64);
+  std::vector<float> a(ids.size() * size_t(m.cfg.vocab)), b(a.size());
   r1.forward(ids.data(), 1, int(ids.size()), a.data());
   r2.forward(ids.data(), 1, int(ids.size()), b.data());
   EXPECT_EQ(a, b);
@@ -435,12 +435,15 @@ TEST(GlmV1Lora, TunedAdapterAppliesToTheStoredLayout) {
 namespace llmprune {
 namespace {
 
-// Every subcommand on ChatGLM-6B v1 (chatglm-v1-tiny with its 62-piece SentencePiece tokenizer,
-// the specials inside it as in ice_text.model): block pruning of heads and MLP channels on the
-// interleaved query_key_value, sparsify, LoRA on v1's modules, HF export that reloads with the
-// same logits; GGUF is refused (llama.cpp has no v1 graph).
+// Every subcommand on ChatGLM-6B v1 (chatglm-v1-tiny with its 143-piece SentencePiece
+// tokenizer, ice_text.model as THUDM ships it, the specials and whitespace escapes inside it):
+// block pruning of heads and MLP channels on the interleaved query_key_value, sparsify, LoRA on
+// v1's modules, HF export that reloads with the same logits; GGUF is refused (llama.cpp has no
+// v1 graph). Every directory written keeps the tokenizer as ice_text.model, byte for byte.
 TEST(GlmV1Cli, EverySubcommandRuns) {
   const std::string model = test::fixture_model(kModel).string();
+  ASSERT_TRUE(std::filesystem::exists(test::fixture_model(kModel) / "ice_text.model"));
+  ASSERT_FALSE(std::filesystem::exists(test::fixture_model(kModel) / "tokenizer.model"));
   auto dir = test::temp_dir("run");
   auto info = test::cli_ok("info " + model).out;  // LayerNorm: its eps is not RMSNorm's
   EXPECT_NE(info.find("layer_norm_eps 1e-05"), std::string::npos) << info;
@@ -452,7 +455,18 @@ TEST(GlmV1Cli, EverySubcommandRuns) {
   json c = json::parse(pc);
   EXPECT_EQ(c["head_dim"], 16);
   EXPECT_TRUE(c.contains("llmprune_layers"));
-  EXPECT_TRUE(std::filesystem::exists(p.hf / "tokenizer.model"));
+  const std::string sp = test::read_bytes(test::fixture_model(kModel) / "ice_text.model");
+  const std::string text = "Let there be light:\n\tand   there was" + std::string(85, ' ') + "light.";
+  const auto want = load_tokenizer_for_model(model)->encode(text);
+  for (const auto& out : {p.pruned, p.tuned, p.hf, dir / "sparse"}) {
+    EXPECT_EQ(test::read_bytes(out / "ice_text.model"), sp) << out;
+    EXPECT_FALSE(std::filesystem::exists(out / "tokenizer.model")) << out;
+    auto tok = load_tokenizer_for_model(out);  // reloads with the family's escapes
+    EXPECT_EQ(tok->encode(text), want) << out;
+    EXPECT_EQ(tok->decode(want), text) << out;
+  }
+  test::cli_ok("eval " + p.hf.string() + " --ppl t=" + test::fixture_text("kjv.valid.txt").string() + " --seq-len 32 --max-windows 1");
+  test::cli_ok("generate " + p.hf.string() + " --prompt \"And God said\" --max-tokens 2");
   const std::string gguf = (dir / "x.gguf").string();
   auto refused = test::run_cli("export " + model + " --gguf " + gguf);
   EXPECT_EQ(refused.exit_code, 2);
@@ -473,7 +487,7 @@ namespace {
 TEST(GlmV1Tokenizer, PromptEndsWithGmaskSop) {
   const auto dir = test::fixture_model(kModel);
   auto tok = load_tokenizer_for_model(dir);
-  EXPECT_EQ(tok->vocab_size(), 62);
+  EXPECT_EQ(tok->vocab_size(), 143);  // ice_text.model's pieces; the model's vocab_size is 144
   EXPECT_EQ(tok->id_to_piece(57), "[gMASK]");
   EXPECT_EQ(tok->id_to_piece(60), "<sop>");
   EXPECT_EQ(tok->bos_id(), 60);  // config.json's bos_token_id
@@ -551,6 +565,57 @@ TEST(GlmV1, Bf16Compute) {
   Model h = Model::load(test::fixture_model(kModel));
   h.for_each_tensor_mut([](const std::string&, Tensor& t) { t = t.converted(DType::BF16); });
   test::expect_bf16_compute_consistent(h);
+}
+
+}  // namespace
+}  // namespace llmprune
+
+namespace llmprune {
+namespace {
+
+// THUDM's v1 text preprocessing (CHATGLM.md §1.6) is the description's (TokenizerConvention::
+// escapes): "\n" <n>, "\t" <|tab|>, a run of k spaces <|blank_k|> (80 at most, longest first).
+// tests/golden/chatglm_v1_escapes.json holds the ids of THUDM's _preprocess + SentencePiece
+// encode on ice_text.model (tools/chatglm_v1_tokenizer.py) for runs of 1, 2, 3, 79, 80, 81, 83,
+// 160 and 165 spaces, newlines and tabs; decoding gives the text back, streamed or whole.
+TEST(GlmV1Tokenizer, WhitespaceEscapesMatchThudm) {
+  auto tok = load_tokenizer_for_model(test::fixture_model(kModel));
+  std::ifstream in(test::source_dir() / "tests/golden/chatglm_v1_escapes.json");
+  const json golden = json::parse(in);
+  ASSERT_GE(golden["cases"].size(), 5u);
+  for (const auto& c : golden["cases"]) {
+    const std::string text = c["text"];
+    const auto want = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok->encode(text), want) << text;
+    EXPECT_EQ(tok->encode_with_specials(text), want) << text;
+    std::vector<std::string> pieces;
+    for (int32_t id : want) pieces.push_back(tok->id_to_piece(id));
+    EXPECT_EQ(pieces, c["pieces"].get<std::vector<std::string>>());
+    EXPECT_EQ(tok->decode(want), text);
+    StreamDecoder stream(*tok);
+    std::string streamed;
+    for (int32_t id : want) streamed += stream.push(id);
+    EXPECT_EQ(streamed, text);  // "\n", never "<n>", as generate prints it
+  }
+  // The escapes are pieces of the model: one id each, the text around them unchanged.
+  EXPECT_EQ(tok->encode("a\nb"), (std::vector<int32_t>{tok->encode("a")[0], 62, tok->encode("b").back()}));
+  WhitespaceEscapes e = {"<n>", "<|tab|>", "<|blank_", "|>", 80};
+  EXPECT_EQ(escape_whitespace(std::string(165, ' ') + "x \t", e), "<|blank_80|><|blank_80|><|blank_5|>x <|tab|>");
+  EXPECT_EQ(escape_whitespace(std::string(81, ' '), e), "<|blank_80|> ");
+  EXPECT_EQ(unescape_whitespace("<|blank_12|><|blank_2|><n>", e), std::string(14, ' ') + "\n");
+}
+
+// A v1 directory without its tokenizer names the file it looks for; one with tokenizer.model
+// only (what llmprune wrote before ice_text.model was known) still loads, with the escapes.
+TEST(GlmV1Tokenizer, IceTextModelIsLookedFor) {
+  const auto src = test::fixture_model(kModel);
+  const auto dir = test::temp_dir("v1-notok");
+  for (const char* f : {"config.json", "model.safetensors"}) std::filesystem::copy_file(src / f, dir / f);
+  auto r = test::run_cli("generate " + dir.string() + " --prompt x --max-tokens 1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no tokenizer.json, ice_text.model or tokenizer.model"), std::string::npos) << r.err;
+  std::filesystem::copy_file(src / "ice_text.model", dir / "tokenizer.model");
+  EXPECT_EQ(load_tokenizer_for_model(dir)->encode("a\n  b"), load_tokenizer_for_model(src)->encode("a\n  b"));
 }
 
 }  // namespace

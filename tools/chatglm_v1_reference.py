@@ -169,12 +169,14 @@ def verify_fixture(shared):
 
 
 def tiny_config():
-    # The v1 config keys (CHATGLM.md §1.1) on a 64-token vocabulary (no tokenizer: the goldens
-    # are on ids); the specials in v1's order [MASK] [gMASK] [sMASK] <unused_0> <sop> <eop> at 56..
+    # The v1 config keys (CHATGLM.md §1.1) on a 144-token vocabulary (the goldens are on ids):
+    # ice_text.model's 143 pieces (tools/chatglm_v1_tokenizer.py) = 56 text pieces, the specials
+    # in v1's order [MASK] [gMASK] [sMASK] <unused_0> <sop> <eop> at 56..61, the whitespace
+    # escapes <n> <|tab|> <|blank_2..80|> at 62..142.
     # head_dim 16: each half rotates with 4 frequencies, two of them changed by the fp16 rounding.
     return {"architectures": ["ChatGLMModel"], "model_type": "chatglm", "hidden_size": 64,
             "inner_hidden_size": 96, "num_layers": 2, "num_attention_heads": 4, "layernorm_epsilon": 1e-05,
-            "max_sequence_length": 256, "position_encoding_2d": True, "vocab_size": 64,
+            "max_sequence_length": 256, "position_encoding_2d": True, "vocab_size": 144,
             "mask_token_id": 56, "gmask_token_id": 57, "bos_token_id": 60, "eos_token_id": 61,
             "pad_token_id": 3, "torch_dtype": "float32"}
 
@@ -193,7 +195,7 @@ def make_model(shared):
         elif len(shape) == 2 and "word_embeddings" not in name:
             a = rng.standard_normal(shape) / math.sqrt(shape[1])
         else:
-            a = 0.1 * rng.standard_normal(shape)  # logits of O(1): a loss near log(64)
+            a = 0.1 * rng.standard_normal(shape)  # logits of O(1): a loss near log(144)
         t.append((name, a.astype(np.float32)))
     # THUDM's checkpoints store lm_head.weight too; tied, the loader reads the embedding.
     t.append(("lm_head.weight", t[0][1].copy()))

@@ -274,6 +274,10 @@ ArchDesc make_chatglm_v1() {
   // as pieces itself: nothing is appended. THUDM's build_inputs_with_special_tokens puts
   // [gMASK] <sop> at the END of a prompt (ids + [gMASK, sop]); the reply follows <sop>.
   a.tokenizer.suffix = {{"[gMASK]"}, {"<sop>", "sop"}};
+  // THUDM's checkpoints ship the SentencePiece model as ice_text.model, and SPTokenizer spells
+  // whitespace with pieces of it: "\n" <n>, "\t" <|tab|>, k spaces <|blank_k|> for k <= 80.
+  a.tokenizer.sp_files = {"ice_text.model"};
+  a.tokenizer.escapes = {"<n>", "<|tab|>", "<|blank_", "|>", 80};
   a.gguf_arch = nullptr;  // llama.cpp has no ChatGLM-6B v1 graph (LayerNorm+bias, GELU, 2D RoPE, alpha residual)
   a.gguf_ragged = false;
   a.gguf_permute_qk = false;

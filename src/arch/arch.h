@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer/whitespace_escapes.h"
+
 namespace llmprune {
 
 // Per-layer tensor roles, in execution order, then the biases added later (o, gate, up, down,
@@ -166,11 +168,14 @@ struct ConfigRefusal {
 // Token strings added after the tokenizer's own vocabulary (ids continue from its size), and how
 // a prompt is framed: the tokens it starts with (instead of BOS) and the tokens it ends with,
 // after which the reply follows. A text scored on its own (perplexity, calibration, plain-text
-// tuning) is framed as the reply to an empty prompt: prefix + suffix + text.
+// tuning) is framed as the reply to an empty prompt: prefix + suffix + text. The family's own
+// SentencePiece file name is read before tokenizer.model and written back under that name.
 struct TokenizerConvention {
   std::vector<const char*> appended_specials;      // after a SentencePiece model's pieces
   std::vector<std::vector<const char*>> prefix;    // each: the accepted spellings of one token
   std::vector<std::vector<const char*>> suffix;    // likewise; ChatGLM-6B v1: [gMASK] <sop>
+  std::vector<const char*> sp_files;               // ChatGLM-6B v1: ice_text.model
+  WhitespaceEscapes escapes;                       // ChatGLM-6B v1: <n> <|tab|> <|blank_k|>
 };
 
 struct ArchDesc {

@@ -71,7 +71,7 @@ void run_export(const ExportArgs& a) {
   if (!a.hf.empty()) {
     AtomicDir out(a.hf, a.force);
     save_model_files(m, out.path(), dtype, src_dir);
-    if (is_gguf(a.model) && !fs::exists(out.path() / "tokenizer.model") && !fs::exists(out.path() / "tokenizer.json")) {
+    if (is_gguf(a.model) && find_tokenizer_file(out.path(), tokenizer_extras(*m.arch)).empty()) {
       try {
         write_gguf_tokenizer_model(a.model, out.path() / "tokenizer.model");
       } catch (const UserError& e) {

@@ -281,11 +281,14 @@ void write_vocab(GGUFWriter& w, const VocabMeta& vm, int64_t n_vocab, const std:
 bool collect_vocab(const Model& m, const Tokenizer* tok, VocabMeta* out, std::vector<gguf::KeyValue>* copied) {
   const fs::path dir = fs::is_directory(m.dir) ? m.dir : m.dir.parent_path();
   const bool from_gguf = fs::is_regular_file(m.dir) && m.dir.extension() == ".gguf";
+  // The SentencePiece file beside the model (tokenizer.model, or the family's own name).
+  fs::path sp = find_tokenizer_file(dir, tokenizer_extras(*m.arch));
+  if (sp.filename() == "tokenizer.json") sp.clear();
   if (tok && tok->kind() != "sentencepiece") {
     out->v = export_vocab(*tok);
-  } else if (tok && fs::exists(dir / "tokenizer.model")) {
-    out->v = export_sentencepiece_vocab(dir / "tokenizer.model");
-    out->spm = read_spm_normalizer(dir / "tokenizer.model");
+  } else if (tok && !sp.empty()) {
+    out->v = export_sentencepiece_vocab(sp);
+    out->spm = read_spm_normalizer(sp);
     // Specials the family appends after the pieces (ChatGLM's [gMASK], sop, ...): control
     // tokens, as llama.cpp's converter marks them.
     for (int32_t id = int32_t(out->v.tokens.size()); id < tok->vocab_size(); id++) {
@@ -833,7 +836,7 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model) {
   fs::path p(model);
   if (p.extension() == ".gguf" && fs::is_regular_file(p)) {
     const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
-    if (!fs::exists(dir / "tokenizer.json") && !fs::exists(dir / "tokenizer.model")) return load_gguf_tokenizer(p);
+    if (find_tokenizer_file(dir, tokenizer_extras_for_dir(dir)).empty()) return load_gguf_tokenizer(p);
   }
   return load_tokenizer_for_model(model_dir_of(model));
 }

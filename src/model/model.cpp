@@ -324,20 +324,27 @@ int64_t Model::n_params() const {
   return n;
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer_for_model(const fs::path& dir) {
+TokenizerExtras tokenizer_extras(const ArchDesc& a) {
   TokenizerExtras extras;
+  for (const char* s : a.tokenizer.appended_specials) extras.sp_appended_specials.push_back(s);
+  for (const auto& alts : a.tokenizer.prefix) extras.prefix.emplace_back(alts.begin(), alts.end());
+  for (const auto& alts : a.tokenizer.suffix) extras.suffix.emplace_back(alts.begin(), alts.end());
+  extras.sp_files.assign(a.tokenizer.sp_files.begin(), a.tokenizer.sp_files.end());
+  extras.escapes = a.tokenizer.escapes;
+  return extras;
+}
+
+TokenizerExtras tokenizer_extras_for_dir(const fs::path& dir) {
   std::error_code ec;
-  if (fs::exists(dir / "config.json", ec)) {
-    std::ifstream in(dir / "config.json");
-    auto j = nlohmann::json::parse(in, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.contains("model_type") && j["model_type"].is_string()) {
-      const ArchDesc& a = arch_for_config(j, (dir / "config.json").string());
-      for (const char* s : a.tokenizer.appended_specials) extras.sp_appended_specials.push_back(s);
-      for (const auto& alts : a.tokenizer.prefix) extras.prefix.emplace_back(alts.begin(), alts.end());
-      for (const auto& alts : a.tokenizer.suffix) extras.suffix.emplace_back(alts.begin(), alts.end());
-    }
-  }
-  return load_tokenizer(dir, extras);
+  if (!fs::exists(dir / "config.json", ec)) return {};
+  std::ifstream in(dir / "config.json");
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("model_type") || !j["model_type"].is_string()) return {};
+  return tokenizer_extras(arch_for_config(j, (dir / "config.json").string()));
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_for_model(const fs::path& dir) {
+  return load_tokenizer(dir, tokenizer_extras_for_dir(dir));
 }
 
 ParamCounts count_params(const Model& m) {
@@ -478,7 +485,11 @@ void save_model_files(const Model& m, const fs::path& dir, DType dtype, const fs
     if (!j.is_discarded() && j.is_object()) gen = j;
   }
   atomic_write_file(dir / "generation_config.json", gen.dump(2) + "\n");
-  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+  // The family's own SentencePiece file keeps its name (a v1 model written here still has ice_text.model).
+  std::vector<std::string> tokenizer_files(m.arch->tokenizer.sp_files.begin(), m.arch->tokenizer.sp_files.end());
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    tokenizer_files.push_back(f);
+  for (const std::string& f : tokenizer_files) {
     if (source_dir.empty() || !fs::exists(source_dir / f)) continue;
     std::error_code ec;
     fs::copy_file(source_dir / f, dir / f, fs::copy_options::overwrite_existing, ec);

@@ -73,6 +73,10 @@ struct Model {
 // The tokenizer a checkpoint directory ships, with its family's conventions (arch's
 // TokenizerConvention: appended specials, prompt prefix) when config.json names a family.
 std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::filesystem::path& model_dir);
+// Those conventions: of a family, and of the family a directory's config.json names (none when
+// it names none).
+TokenizerExtras tokenizer_extras(const ArchDesc& arch);
+TokenizerExtras tokenizer_extras_for_dir(const std::filesystem::path& model_dir);
 // The directory holding a model (itself, or the folder of a .gguf file): tokenizer files live there.
 std::filesystem::path model_dir_of(const std::string& model);
 // The tokenizer of a model path: tokenizer files in its directory (load_tokenizer_for_model), else,

@@ -72,6 +72,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::filesystem::path& f
 // Defined in tokenizer/appended_specials.cpp.
 std::unique_ptr<Tokenizer> with_appended_specials(std::unique_ptr<Tokenizer> base, const std::vector<std::string>& specials);
 int32_t find_piece(const Tokenizer& tok, const std::vector<std::string>& spellings);
+// Defined in tokenizer/whitespace_escapes.cpp.
+std::unique_ptr<Tokenizer> with_whitespace_escapes(std::unique_ptr<Tokenizer> base, const WhitespaceEscapes& escapes);
 
 namespace {
 
@@ -93,18 +95,31 @@ bool looks_like_tiktoken(const std::filesystem::path& file) {
 
 }  // namespace
 
+std::filesystem::path find_tokenizer_file(const std::filesystem::path& model_dir, const TokenizerExtras& extras) {
+  std::vector<std::string> names = {"tokenizer.json"};
+  names.insert(names.end(), extras.sp_files.begin(), extras.sp_files.end());
+  names.push_back("tokenizer.model");
+  for (const std::string& name : names)
+    if (std::filesystem::exists(model_dir / name)) return model_dir / name;
+  return {};
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir, const TokenizerExtras& extras) {
+  const std::filesystem::path file = find_tokenizer_file(model_dir, extras);
   std::unique_ptr<Tokenizer> tok;
-  if (std::filesystem::exists(model_dir / "tokenizer.json")) {
-    tok = load_hf_tokenizer_json(model_dir / "tokenizer.json");
-  } else if (std::filesystem::exists(model_dir / "tokenizer.model")) {
-    if (looks_like_tiktoken(model_dir / "tokenizer.model"))
-      throw input_error((model_dir / "tokenizer.model").string(),
-                        "a tiktoken rank file (GLM-4's tokenizer) is not supported; put the model's tokenizer.json next to it");
-    tok = load_sentencepiece(model_dir / "tokenizer.model");
+  if (file.empty()) {
+    std::string names = "tokenizer.json";
+    for (const std::string& f : extras.sp_files) names += ", " + f;
+    throw input_error(model_dir.string(), "no " + names + " or tokenizer.model in the model directory");
+  } else if (file.filename() == "tokenizer.json") {
+    tok = load_hf_tokenizer_json(file);
+  } else {
+    if (looks_like_tiktoken(file))
+      throw input_error(file.string(), "a tiktoken rank file (GLM-4's tokenizer) is not supported; put the model's tokenizer.json next to it");
+    tok = load_sentencepiece(file);
     if (!extras.sp_appended_specials.empty()) tok = with_appended_specials(std::move(tok), extras.sp_appended_specials);
-  } else
-    throw input_error(model_dir.string(), "no tokenizer.json or tokenizer.model in the model directory");
+    if (extras.escapes.any()) tok = with_whitespace_escapes(std::move(tok), extras.escapes);
+  }
   int bos = json_int_or(model_dir / "generation_config.json", "bos_token_id", tok->bos_id());
   int eos = json_int_or(model_dir / "generation_config.json", "eos_token_id", tok->eos_id());
   bos = json_int_or(model_dir / "config.json", "bos_token_id", bos);

@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/whitespace_escapes.h"
+
 namespace llmprune {
 
 class Tokenizer {
@@ -60,10 +62,20 @@ struct TokenizerExtras {
   std::vector<std::vector<std::string>> prefix;
   // Tokens a prompt ends with (ChatGLM-6B v1: [gMASK] <sop>), spelled likewise.
   std::vector<std::vector<std::string>> suffix;
+  // SentencePiece file names the family ships instead of tokenizer.model (ChatGLM-6B v1:
+  // ice_text.model), looked for before it.
+  std::vector<std::string> sp_files;
+  // Whitespace spelled as pieces of the SentencePiece model (ChatGLM-6B v1's <n>, <|tab|>,
+  // <|blank_k|>): encode() writes them, decode() reads them back. Not applied to tokenizer.json.
+  WhitespaceEscapes escapes;
 };
 
-// Loads the tokenizer a checkpoint directory ships. Prefers tokenizer.json over tokenizer.model
-// (as HF does). BOS/EOS ids come from config.json/generation_config.json when present.
+// The file load_tokenizer reads in `model_dir`: tokenizer.json, else the first of
+// extras.sp_files present, else tokenizer.model; empty when there is none.
+std::filesystem::path find_tokenizer_file(const std::filesystem::path& model_dir, const TokenizerExtras& extras = {});
+
+// Loads the tokenizer a checkpoint directory ships (find_tokenizer_file: tokenizer.json first,
+// as HF does). BOS/EOS ids come from config.json/generation_config.json when present.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir, const TokenizerExtras& extras = {});
 
 // A SentencePiece `.model` file through libsentencepiece.
