@@ -193,8 +193,8 @@ TEST(BlockInfluence, MatchesADirectComputationInDouble) {
     for (int l = 0; l < 3; l++) {
       w.load(m, l);
       std::vector<float> in = x, mid = x;
-      r_no_mlp.layer_forward(l, w, mid.data(), 1, T, nullptr, nullptr);
-      r.layer_forward(l, w, x.data(), 1, T, nullptr, nullptr);
+      r_no_mlp.block_forward(l, w, mid.data(), 1, T, nullptr, nullptr);
+      r.block_forward(l, w, x.data(), 1, T, nullptr, nullptr);
       auto cos = [&](const std::vector<float>& a, const std::vector<float>& b, int t) {
         long double ab = 0, aa = 0, bb = 0;
         for (int c = 0; c < C; c++) {

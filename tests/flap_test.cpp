@@ -66,7 +66,7 @@ TEST(FlapStats, WelfordGramAndMetricsMatchADirectComputation) {
   for (int l = 0; l < 2; l++) {
     w.load(m, l);
     LayerActs acts;
-    r.layer_forward(l, w, x.data(), S, T, nullptr, &acts);
+    r.block_forward(l, w, x.data(), S, T, nullptr, &acts);
     const LayerConfig& lc = m.cfg.layers[size_t(l)];
     for (auto [act, cols, st] : {std::tuple{&acts.att, lc.n_head * lc.head_dim, &stats[size_t(l)].o_in},
                                  std::tuple{&acts.h, lc.d_ff, &stats[size_t(l)].down_in}}) {

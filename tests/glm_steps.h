@@ -30,10 +30,10 @@ inline std::vector<std::vector<float>> run_glm_steps(const Model& m, const std::
     r.embed(ids.data(), T, x.data());
     for (int l = 0; l < m.cfg.n_layer; l++) {
       w.load(m, l);
-      r.layer_forward(l, w, x.data(), 1, T, &cache, nullptr);
+      r.block_forward(l, w, x.data(), 1, T, &cache, nullptr);
     }
     cache.len += T;
-    r.head(x.data(), T, xn.data(), nullptr, logits.data());
+    r.head_forward(x.data(), T, xn.data(), nullptr, nullptr, logits.data());
     out.push_back(xn);
   }
   return out;

@@ -389,6 +389,73 @@ TEST(Kernels, GeluTanhForwardBackward) {
   EXPECT_TRUE(close(dx, numeric_grad(ref_gelu_tanh, x, dout), 1e-4, 1e-4));
 }
 
+// A block's residual update: x = scale * xn + y (GLM v1) or x += y; the backward of the first
+// into xn is add_scaled (dxn += scale * dx), checked against central differences.
+TEST(Kernels, ResidualUpdatesAndTheirBackward) {
+  const size_t n = 37;
+  Vec x = rand_d(n, 56), xn = rand_d(n, 57), y = rand_d(n, 58), dout = rand_d(n, 59);
+  const double scale = 7.483314773547883;  // sqrt(2 * 28)
+  auto xf = to_f(x), xnf = to_f(xn), yf = to_f(y), df = to_f(dout);
+  auto ref_normed = [&](const Vec& a) {
+    Vec out(n);
+    for (size_t i = 0; i < n; i++) out[i] = scale * a[i] + y[i];
+    return out;
+  };
+  std::vector<float> got = xf;
+  k::residual_from_normed(got.data(), xnf.data(), float(scale), yf.data(), n);
+  EXPECT_TRUE(close(got, ref_normed(xn), 1e-5, 1e-6));
+  std::vector<float> dxn(n, 0.5f);  // accumulates onto what is there
+  k::add_scaled(dxn.data(), df.data(), float(scale), n);
+  Vec want = numeric_grad(ref_normed, xn, dout);
+  for (double& v : want) v += 0.5;
+  EXPECT_TRUE(close(dxn, want, 1e-4, 1e-4));
+  got = xf;
+  k::residual_add(got.data(), yf.data(), n);
+  Vec sum(n);
+  for (size_t i = 0; i < n; i++) sum[i] = x[i] + y[i];
+  EXPECT_TRUE(close(got, sum, 1e-6, 1e-6));
+}
+
+TEST(Kernels, SampleStatsAccumulateMeanAndFisher) {
+  const size_t n = 29;
+  const int B = 3;
+  std::vector<Vec> grads;
+  const double scale[B] = {3.0, 2.5, 4.0};
+  std::vector<float> g(n, 0), a(n, 0);
+  for (int j = 0; j < B; j++) {
+    grads.push_back(rand_d(n, 60 + uint32_t(j)));
+    auto gj = to_f(grads.back());
+    k::accumulate_sample_stats(g.data(), a.data(), gj.data(), float(scale[j]), 1.0f / B, n);
+  }
+  Vec mean(n, 0), fisher(n, 0);
+  for (int j = 0; j < B; j++)
+    for (size_t i = 0; i < n; i++) {
+      const double v = scale[j] * grads[size_t(j)][i];
+      mean[i] += v / B;
+      fisher[i] += v * v / B;
+    }
+  EXPECT_TRUE(close(g, mean, 1e-6, 1e-5));
+  EXPECT_TRUE(close(a, fisher, 1e-6, 1e-5));
+}
+
+TEST(Kernels, AllFiniteFindsNaNAndInfAnywhere) {
+  for (size_t n : {size_t(1), size_t(13), size_t(70000)}) {  // 70000: the threaded path
+    std::vector<float> x(n, 1.0f);
+    EXPECT_TRUE(k::all_finite(x.data(), n));
+    for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+      x[n - 1] = bad;
+      EXPECT_FALSE(k::all_finite(x.data(), n)) << n << " " << bad;
+      x[n - 1] = 1.0f;
+      x[n / 2] = bad;
+      EXPECT_FALSE(k::all_finite(x.data(), n)) << n << " " << bad;
+      x[n / 2] = 1.0f;
+    }
+    x[0] = 3.4e38f;  // the largest floats are finite
+    EXPECT_TRUE(k::all_finite(x.data(), n));
+  }
+  EXPECT_TRUE(k::all_finite(nullptr, 0));
+}
+
 TEST(Kernels, EmbeddingForwardBackward) {
   const int V = 6, C = 3, N = 5;
   std::vector<int32_t> tok = {1, 4, 1, 0, 5};

@@ -100,7 +100,7 @@ std::vector<LayerInputStats> collect_activation_stats(const Model& m, const std:
     runner.set_hook(&hook);
     for (int s0 = 0; s0 < S; s0 += chunk) {
       const int b = std::min(chunk, S - s0);
-      runner.layer_forward(l, w, x.data() + size_t(s0) * T * C, b, T, nullptr, nullptr);
+      runner.block_forward(l, w, x.data() + size_t(s0) * T * C, b, T, nullptr, nullptr);
     }
     runner.set_hook(nullptr);
   }

@@ -53,7 +53,7 @@ BlockInfluence block_influence(const Model& m, const std::vector<int32_t>& token
       const int64_t n = int64_t(b) * T;
       float* xc = x.data() + size_t(s0) * T * C;
       x_in.assign(xc, xc + n * C);
-      runner.layer_forward(l, w, xc, b, T, nullptr, &acts);
+      runner.block_forward(l, w, xc, b, T, nullptr, &acts);
       add_cosines(x_in.data(), xc, n, C, cos_layer);
       add_cosines(x_in.data(), acts.x_mid.data(), n, C, cos_attn);
       add_cosines(acts.x_mid.data(), xc, n, C, cos_mlp);

@@ -366,6 +366,42 @@ void gelu_tanh_backward(float* dx, const float* dh, const float* x, size_t n) {
   }
 }
 
+void residual_add(float* x, const float* y, size_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+void residual_from_normed(float* x, const float* xn, float scale, const float* y, size_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (size_t i = 0; i < n; i++) x[i] = scale * xn[i] + y[i];
+}
+
+void add_scaled(float* dst, const float* src, float scale, size_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (size_t i = 0; i < n; i++) dst[i] += scale * src[i];
+}
+
+void accumulate_sample_stats(float* g, float* a, const float* grad_j, float scale, float inv_b, size_t n) {
+#pragma omp parallel for if (n > 65536)
+  for (size_t i = 0; i < n; i++) {
+    const float gj = grad_j[i] * scale;
+    g[i] += gj * inv_b;
+    a[i] += gj * gj * inv_b;
+  }
+}
+
+bool all_finite(const float* x, size_t n) {
+  // Inf / NaN have an all-ones exponent; an integer OR over the bits vectorises.
+  uint32_t bad = 0;
+#pragma omp parallel for reduction(| : bad) if (n > 65536)
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    bad |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C) {
 #pragma omp parallel for if (size_t(N) * C > kParallelMin)
   for (int n = 0; n < N; n++) std::memcpy(out + size_t(n) * C, table + size_t(tokens[n]) * C, sizeof(float) * C);

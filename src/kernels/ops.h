@@ -88,6 +88,20 @@ void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gat
 void gelu_tanh_forward(float* h, const float* x, size_t n);
 void gelu_tanh_backward(float* dx, const float* dh, const float* x, size_t n);
 
+// Residual stream updates of a decoder block (n = N*C):
+// x += y (pre-norm blocks), and x = scale * xn + y where the residual is the normalised input
+// (GLM v1: out = alpha * LayerNorm(x) + sub-block(LayerNorm(x))).
+void residual_add(float* x, const float* y, size_t n);
+void residual_from_normed(float* x, const float* xn, float scale, const float* y, size_t n);
+// dst += scale * src, elementwise (the backward of residual_from_normed into the norm's output).
+void add_scaled(float* dst, const float* src, float scale, size_t n);
+
+// One sample's contribution to a tensor's gradient statistics (n elements): with g_j = scale *
+// grad_j, g += g_j * inv_b and a += g_j^2 * inv_b (the mean gradient and the Fisher diagonal).
+void accumulate_sample_stats(float* g, float* a, const float* grad_j, float scale, float inv_b, size_t n);
+// Whether every value of x[n] is finite (no NaN or Inf).
+bool all_finite(const float* x, size_t n);
+
 // out[N,C] = table[tokens[n], :] (table stored as fp32).
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int N, int C);
 void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int N, int C);

@@ -36,11 +36,6 @@ struct GradOptions {
   kernels::Compute compute = kernels::Compute::F32;
 };
 
-// One tensor's statistics: g = mean gradient, a = Fisher diagonal (empty unless per_sample).
-struct GradStats {
-  std::vector<float> g, a;
-};
-
 class GradSink {
  public:
   virtual ~GradSink() = default;

@@ -212,130 +212,12 @@ void Runner::project(const LayerF32& w, Role r, Role bias, float* out, const flo
   }
 }
 
-void Runner::layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts) {
-  const LayerConfig& lc = m_.cfg.layers[size_t(l)];
-  const int C = m_.cfg.hidden, H = lc.n_head, KVH = lc.n_kv_head, D = lc.head_dim, F = lc.d_ff;
-  const int N = B * T, QD = H * D, KD = KVH * D;
-  const int pos0 = cache ? cache->len : 0;
-  LayerActs& a = acts ? *acts : scratch_;
-  auto sz = [](std::vector<float>& v, size_t n) { if (v.size() < n) v.resize(n); };
-  sz(a.xn1, size_t(N) * C); sz(a.rstd1, size_t(N));
-  sz(a.q, size_t(N) * QD); sz(a.k, size_t(N) * KD); sz(a.v, size_t(N) * KD);
-  sz(a.att, size_t(N) * QD); sz(a.xn2, size_t(N) * C); sz(a.rstd2, size_t(N));
-  sz(a.gate, size_t(N) * F); sz(a.up, size_t(N) * F); sz(a.h, size_t(N) * F);
-  if (acts) { sz(a.probs, size_t(B) * H * T * T); sz(a.x_mid, size_t(N) * C); }
-
-  const TokenLayout* layout = layout_for(B, T);
-  const int32_t* pos = nullptr;
-  const int32_t* block_pos = nullptr;
-  const int32_t* prefix = nullptr;
-  if (layout) {
-    pos = layout->pos.data();
-    block_pos = layout->block_pos.data();
-    prefix = layout->prefix.empty() ? nullptr : layout->prefix.data();
-  } else {
-    pos_.resize(size_t(N));
-    for (int b = 0; b < B; b++)
-      for (int t = 0; t < T; t++) pos_[size_t(b) * T + t] = pos0 + t;
-    pos = pos_.data();
-  }
-  const ArchDesc& arch = *m_.arch;
-  const bool layer_norm = arch.norm == NormKind::LayerNorm;
-  if (layer_norm) { sz(a.mean1, size_t(N)); sz(a.mean2, size_t(N)); }
-  // Normalised residual (GLM v1): out = scale * normalised input + sub-block output.
-  const bool normed_residual = arch.residual.from_normed;
-  const float res_scale = float(arch.residual.scale);
-
-  const float eps = float(m_.cfg.rms_eps);
-  // A removed sub-block (0 heads / 0 MLP width, or masked by skip_sublayers) adds nothing to
-  // the residual stream: BlockPruner's MaskedLlamaDecoderLayer skips the norm with it.
-  if (has_attention(l)) {
-    if (layer_norm) k::layernorm_forward(a.xn1.data(), a.mean1.data(), a.rstd1.data(), x, w[Role::AttnNorm], w[Role::AttnNormBias], N, C, eps);
-    else k::rmsnorm_forward(a.xn1.data(), a.rstd1.data(), x, w[Role::AttnNorm], N, C, eps);
-    project(w, Role::Q, Role::QBias, a.q.data(), a.xn1.data(), N, C, QD);
-    project(w, Role::K, Role::KBias, a.k.data(), a.xn1.data(), N, C, KD);
-    project(w, Role::V, Role::VBias, a.v.data(), a.xn1.data(), N, C, KD);
-    if (hook_) {
-      hook_->forward(l, Role::Q, a.xn1.data(), a.q.data(), N, C, QD);
-      hook_->forward(l, Role::K, a.xn1.data(), a.k.data(), N, C, KD);
-      hook_->forward(l, Role::V, a.xn1.data(), a.v.data(), N, C, KD);
-    }
-    rope_.apply(a.q.data(), pos, N, H, false, block_pos);
-    rope_.apply(a.k.data(), pos, N, KVH, false, block_pos);
-    if (cache) {
-      // Append this step's K/V at positions pos0.., then attend over the whole cache.
-      float* ck = cache->k[size_t(l)].data();
-      float* cv = cache->v[size_t(l)].data();
-      for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-          size_t dst = (size_t(b) * cache->max_T + pos0 + t) * KD, src = (size_t(b) * T + t) * KD;
-          std::memcpy(ck + dst, a.k.data() + src, sizeof(float) * KD);
-          std::memcpy(cv + dst, a.v.data() + src, sizeof(float) * KD);
-        }
-      // k/v rows of sequence b start at b*max_T; view them as [B, max_T, KD] with Tk = pos0+T.
-      // attention_forward indexes sequences with stride Tk*kv_stride, so run per sequence.
-      for (int b = 0; b < B; b++)
-        k::attention_forward(a.att.data() + size_t(b) * T * QD, nullptr, a.q.data() + size_t(b) * T * QD,
-                             ck + size_t(b) * cache->max_T * KD, cv + size_t(b) * cache->max_T * KD, 1, T, pos0 + T, pos0,
-                             H, KVH, D, KD, prefix ? prefix + b : nullptr);
-    } else {
-      k::attention_forward(a.att.data(), acts ? a.probs.data() : nullptr, a.q.data(), a.k.data(), a.v.data(), B, T, T, 0,
-                           H, KVH, D, KD, prefix);
-    }
-    // x += o_proj(att); reuse xn1 as the projection output (its value is saved in acts when needed).
-    std::vector<float>& proj = a.xn2;  // xn2 is recomputed below, so it can hold o_proj's output now
-    project(w, Role::O, Role::OBias, proj.data(), a.att.data(), N, QD, C);
-    if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
-    if (normed_residual)
-      for (size_t i = 0; i < size_t(N) * C; i++) x[i] = res_scale * a.xn1[i] + proj[i];
-    else
-      for (size_t i = 0; i < size_t(N) * C; i++) x[i] += proj[i];
-  }
-  if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * size_t(N) * C);
-  if (!has_mlp(l)) return;
-
-  if (layer_norm) k::layernorm_forward(a.xn2.data(), a.mean2.data(), a.rstd2.data(), x, w[Role::MlpNorm], w[Role::MlpNormBias], N, C, eps);
-  else k::rmsnorm_forward(a.xn2.data(), a.rstd2.data(), x, w[Role::MlpNorm], N, C, eps);
-  const bool gated = arch.mlp == MlpKind::SwiGLU;
-  if (gated) project(w, Role::Gate, Role::GateBias, a.gate.data(), a.xn2.data(), N, C, F);
-  project(w, Role::Up, Role::UpBias, a.up.data(), a.xn2.data(), N, C, F);
-  if (hook_) {
-    if (gated) hook_->forward(l, Role::Gate, a.xn2.data(), a.gate.data(), N, C, F);
-    hook_->forward(l, Role::Up, a.xn2.data(), a.up.data(), N, C, F);
-  }
-  if (gated) k::swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), size_t(N) * F);
-  else k::gelu_tanh_forward(a.h.data(), a.up.data(), size_t(N) * F);
-  // The MLP output goes into a scratch row block, then the residual add.
-  std::vector<float>& out = scratch_.x_mid;
-  sz(out, size_t(N) * C);
-  project(w, Role::Down, Role::DownBias, out.data(), a.h.data(), N, F, C);
-  if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
-  if (normed_residual)
-    for (size_t i = 0; i < size_t(N) * C; i++) x[i] = res_scale * a.xn2[i] + out[i];
-  else
-    for (size_t i = 0; i < size_t(N) * C; i++) x[i] += out[i];
-}
-
 bool Runner::has_attention(int l) const {
   return m_.cfg.layers[size_t(l)].has_attention() && !(size_t(l) < skip_attn_.size() && skip_attn_[size_t(l)]);
 }
 
 bool Runner::has_mlp(int l) const {
   return m_.cfg.layers[size_t(l)].has_mlp() && !(size_t(l) < skip_mlp_.size() && skip_mlp_[size_t(l)]);
-}
-
-void Runner::head(const float* x, int N, float* xn, float* rstd, float* logits) {
-  std::vector<float> nscratch, bscratch;
-  const float* nw = as_f32(m_.final_norm(), nscratch);
-  if (m_.arch->norm == NormKind::LayerNorm) {
-    std::vector<float> mean(static_cast<size_t>(N));
-    k::layernorm_forward(xn, mean.data(), rstd, x, nw, as_f32(m_.final_norm_bias(), bscratch), N, m_.cfg.hidden,
-                         float(m_.cfg.rms_eps));
-  } else {
-    k::rmsnorm_forward(xn, rstd, x, nw, N, m_.cfg.hidden, float(m_.cfg.rms_eps));
-  }
-  linear_any_dtype(logits, m_.cfg.vocab, xn, m_.lm_head(), N, small_m_max_, compute_);
-  if (m_.release_pages) release_mapped_pages(m_.lm_head());
 }
 
 void Runner::forward(const int32_t* tokens, int B, int T, float* logits, KVCache* cache, bool last_only) {
@@ -346,17 +228,17 @@ void Runner::forward(const int32_t* tokens, int B, int T, float* logits, KVCache
   const bool as_stored = N <= small_m_max_;  // a few rows: stream the weights, convert nothing
   for (int l = 0; l < m_.cfg.n_layer; l++) {
     w_.load(m_, l, as_stored ? MatrixLoad::AsStored : matrix_load_for(compute_, false));
-    layer_forward(l, w_, x.data(), B, T, cache, nullptr);
+    block_forward(l, w_, x.data(), B, T, cache, nullptr);
   }
   if (cache) cache->len += T;
   clear_layout();
   if (last_only) {
     std::vector<float> xl(size_t(B) * C), xn(size_t(B) * C);
     for (int b = 0; b < B; b++) std::memcpy(xl.data() + size_t(b) * C, x.data() + (size_t(b) * T + T - 1) * C, sizeof(float) * C);
-    head(xl.data(), B, xn.data(), nullptr, logits);
+    head_forward(xl.data(), B, xn.data(), nullptr, nullptr, logits);
   } else {
     std::vector<float> xn(size_t(N) * C);
-    head(x.data(), N, xn.data(), nullptr, logits);
+    head_forward(x.data(), N, xn.data(), nullptr, nullptr, logits);
   }
 }
 

@@ -1,10 +1,17 @@
 #pragma once
+// The forward pass over a Model, layer by layer, and the block-level kernel pairs the backward
+// (model/backward.h) is built from: Runner::block_forward / block_backward and head_forward /
+// head_backward, side by side in model/block.cpp (llm.c's shape). Every arithmetic loop is a
+// kernel (kernels/ops.h); a family's behaviour (norm, activation, rotary, residual) comes from
+// its ArchDesc.
+//
 // The forward pass over a Model, layer by layer. Weights are converted to fp32 one layer at a
 // time into buffers reused across layers (no fp32 copy of the whole model). Forwards of a few
 // rows (decode steps; N <= Runner::small_m_max()) convert nothing: their projections read the
 // weights as stored (kernels/gemv.h).
 // Glossary: B = sequences, T = tokens per sequence, N = B*T rows, C = hidden, V = vocab.
 #include <array>
+#include <functional>
 #include <vector>
 
 #include "kernels/gemm_bf16.h"
@@ -90,6 +97,57 @@ struct LayerActs {
   std::vector<float> gate, up, h;       // [N,F] each; h = silu(gate)*up (GeluTanh: gelu(up), no gate)
 };
 
+// Gradients of one block's input and weights (Runner::block_backward): the work buffers, reused
+// across layers (sized on first use; zeroed where the accumulating kernels need it).
+struct BlockGradBuffers {
+  std::vector<float> dmid;              // gradient of the residual between attention and MLP [N,C]
+  std::vector<float> dh, dgate, dup;    // MLP [N,F]
+  std::vector<float> dxn1, dxn2;        // norm outputs [N,C]
+  std::vector<float> datt, dq, dk, dv;  // attention [N,H*D], [N,H*D], [N,KVH*D], [N,KVH*D]
+};
+
+// One tensor's statistics: g = mean gradient, a = Fisher diagonal (empty unless per-sample).
+struct GradStats {
+  std::vector<float> g, a;
+};
+using LayerGrads = std::array<GradStats, kNumLayerRoles>;
+using GlobalGrads = std::array<GradStats, kNumGlobalRoles>;
+
+// How the backward turns gradients into a tensor's GradStats over B samples of T rows: batched,
+// the mean gradient g; per sample, also the Fisher diagonal a = (1/B) sum_j g_j^2, where g_j is
+// the gradient of sample j's own mean loss = sample_scale[j] x sample j's share of the batch's.
+class GradStatsPolicy {
+ public:
+  GradStatsPolicy(int B, int T, bool per_sample, std::vector<float> sample_scale, kernels::Compute compute)
+      : B_(B), T_(T), per_sample_(per_sample), sample_scale_(std::move(sample_scale)), compute_(compute) {}
+  bool per_sample() const { return per_sample_; }
+  // A projection's weight: dW[out, in] = dout[N, out]^T . inp[N, in].
+  void linear(GradStats& st, const float* dout, const float* inp, int in_dim, int out_dim) const;
+  // Any other tensor of numel values: add_rows(dst, row0, rows) ADDS the gradient that rows
+  // [row0, row0 + rows) contribute into dst.
+  void rows(GradStats& st, size_t numel, const std::function<void(float* dst, int row0, int rows)>& add_rows) const;
+  // Adds sample j's whole gradient grad_j (already summed over its rows) to st (per-sample only).
+  void add_sample(GradStats& st, int j, const float* grad_j) const;
+
+ private:
+  int B_, T_;
+  bool per_sample_;
+  std::vector<float> sample_scale_;
+  kernels::Compute compute_;
+};
+
+// The head's weights for its backward: final norm (and bias, LayerNorm families) as fp32, and
+// the lm_head as the input-gradient GEMM reads it (bf16 compute: as stored) plus, when its
+// gradient is wanted, as fp32.
+struct HeadF32 {
+  const float* norm = nullptr;
+  const float* norm_bias = nullptr;
+  const float* lm_head = nullptr;  // fp32 (null when only the bf16 GEMM reads it)
+  kernels::Weight lm_head_weight;
+  std::vector<float> norm_buf, bias_buf, head_buf;
+  void load(const Model& m, kernels::Compute compute, bool need_fp32_lm_head);
+};
+
 // Per-layer K/V for incremental decoding: k[l], v[l] are [B, max_T, KVH_l*D].
 struct KVCache {
   int B = 0, max_T = 0, len = 0;
@@ -120,7 +178,7 @@ class Runner {
 
   // Embedding lookup into x[N, C] (converting only the rows used).
   void embed(const int32_t* tokens, int N, float* x) const;
-  // Positions (and GLM's prefix mask) for the layer_forward calls that follow, over B sequences
+  // Positions (and GLM's prefix mask) for the block_forward calls that follow, over B sequences
   // of T tokens (token_layout). Without it, or for another B x T, positions are pos0 + t with a
   // causal mask (GLM v1: block positions 0), which is how a sequence without sop is scored.
   void set_layout(TokenLayout layout, int B, int T) {
@@ -133,10 +191,23 @@ class Runner {
   const TokenLayout* layout_for(int B, int T) const {
     return B == layout_B_ && T == layout_T_ && !layout_.pos.empty() ? &layout_ : nullptr;
   }
-  // One decoder layer in place on x[N, C]. acts (optional) keeps what backward needs.
-  void layer_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts);
-  // Final norm into xn[N,C] (rstd [N] optional), then logits[N,V] (ld V).
-  void head(const float* x, int N, float* xn, float* rstd, float* logits);
+  // One decoder block in place on x[N, C]. acts (optional) keeps what block_backward needs.
+  void block_forward(int l, const LayerF32& w, float* x, int B, int T, KVCache* cache, LayerActs* acts);
+  // Backward of block_forward over B x T (no cache): dx[N, C] holds the gradient of the block's
+  // output and becomes that of its input x_in; acts are the block's activations. With `stats`
+  // the weight gradients go into grads[role] (roles the layer has; others left as they are); a
+  // hook adds its branches' input gradients and accumulates its own parameters' gradients.
+  void block_backward(int l, const LayerF32& w, const float* x_in, const LayerActs& acts, float* dx, int B, int T,
+                      const GradStatsPolicy* stats, LayerGrads& grads, BlockGradBuffers& buf);
+  // Final norm into xn[N,C] (row statistics mean [N] for LayerNorm families and rstd [N],
+  // optional), then logits[N,V] (ld V).
+  void head_forward(const float* x, int N, float* xn, float* mean, float* rstd, float* logits);
+  // Backward of head_forward from dlogits[N, V]: dx[N, C] += the gradient of x. With `stats`,
+  // the final norm's gradients into grads (FinalNorm, FinalNormBias) and, with lm_head_grad,
+  // the lm_head's into grads[LmHead] (tied: grads[Embed]). dxn: work buffer.
+  void head_backward(const HeadF32& w, const float* x, const float* xn, const float* mean, const float* rstd,
+                     const float* dlogits, float* dx, int N, const GradStatsPolicy* stats, bool lm_head_grad,
+                     GlobalGrads& grads, std::vector<float>& dxn);
   // Masks whole sub-blocks as if removed (depth-pruning search): layer l runs no attention when
   // attn[l] != 0 and no MLP when mlp[l] != 0 (missing entries: run). Empty vectors: no mask.
   void skip_sublayers(std::vector<uint8_t> attn, std::vector<uint8_t> mlp) {
@@ -158,6 +229,14 @@ class Runner {
   int small_m_max() const { return small_m_max_; }
 
  private:
+  // Positions (and GLM's block positions and prefix) of B x T rows starting at pos0: the layout
+  // set for B x T, else pos0 + t with a causal mask.
+  struct Positions {
+    const int32_t* pos = nullptr;
+    const int32_t* block_pos = nullptr;
+    const int32_t* prefix = nullptr;
+  };
+  Positions positions(int B, int T, int pos0);
   // out[N, O] = inp[N, C] . W^T (+ bias) for projection role r of w, as w was loaded.
   void project(const LayerF32& w, Role r, Role bias, float* out, const float* inp, int N, int C, int O) const;
   LinearHook* hook_ = nullptr;

@@ -226,7 +226,7 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
         scratch.assign(xs, xs + size_t(b) * T * C);
         xs = scratch.data();
       }
-      runner.layer_forward(l, w, xs, b, T, nullptr, nullptr);
+      runner.block_forward(l, w, xs, b, T, nullptr, nullptr);
     }
   };
   for (int l = 0; l < L; l++) {

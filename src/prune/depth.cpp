@@ -65,7 +65,7 @@ void run_layers(Runner& r, LayerF32& w, float* x, int from, int S, int T, int ch
   for (int l = from; l < int(m.layers.size()); l++) {
     w.load(m, l);
     for (int s0 = 0; s0 < S; s0 += chunk)
-      r.layer_forward(l, w, x + size_t(s0) * T * C, std::min(chunk, S - s0), T, nullptr, nullptr);
+      r.block_forward(l, w, x + size_t(s0) * T * C, std::min(chunk, S - s0), T, nullptr, nullptr);
   }
 }
 
@@ -84,7 +84,7 @@ Nll head_nll(Runner& r, const float* x, const int32_t* tokens, int S, int T, int
     targets.assign(size_t(n), -1);
     for (int i = 0; i < b; i++)
       for (int t = 0; t + 1 < T; t++) targets[size_t(i) * T + t] = tokens[(size_t(s0) + i) * T + t + 1];
-    r.head(x + size_t(s0) * T * C, n, xn.data(), nullptr, logits.data());
+    r.head_forward(x + size_t(s0) * T * C, n, xn.data(), nullptr, nullptr, logits.data());
     kernels::cross_entropy_forward(losses.data(), logits.data(), targets.data(), n, V);
     for (int i = 0; i < n; i++)
       if (targets[size_t(i)] >= 0) out.sum += losses[size_t(i)], out.count++;
@@ -207,7 +207,7 @@ SublayerSearch search_sublayers(const Model& m, const std::vector<int32_t>& toke
         }
         w.load(m, l);
         for (int s0 = 0; s0 < S; s0 += chunk)
-          runner.layer_forward(l, w, x.data() + size_t(s0) * T * C, std::min(chunk, S - s0), T, nullptr, nullptr);
+          runner.block_forward(l, w, x.data() + size_t(s0) * T * C, std::min(chunk, S - s0), T, nullptr, nullptr);
       }
       size_t best = 0;
       for (size_t i = 1; i < cand.size(); i++)

@@ -120,9 +120,9 @@ class LayerStream {
       float* xs = x_.data() + size_t(b0) * T_ * C;
       if (on_copy) {
         tmp_.assign(xs, xs + size_t(nb) * T_ * C);
-        runner_.layer_forward(l, w, tmp_.data(), nb, T_, nullptr, nullptr);
+        runner_.block_forward(l, w, tmp_.data(), nb, T_, nullptr, nullptr);
       } else {
-        runner_.layer_forward(l, w, xs, nb, T_, nullptr, nullptr);
+        runner_.block_forward(l, w, xs, nb, T_, nullptr, nullptr);
       }
     }
   }
