@@ -194,6 +194,34 @@ ArchDesc make_phi3() {
   return a;
 }
 
+// transformers-native GLM (GlmForCausalLM, model_type "glm": glm-4-9b-chat-hf, GLM-Edge;
+// CHATGLM.md §3.2): LLaMA's names with q/k/v biases (attention_bias; o_proj has none), the MLP
+// fused as gate_up_proj = [gate | up], and ChatGLM2's rotary: consecutive pairs on the first half
+// of each head (partial_rotary_factor 0.5) with base rope_theta. The math is ChatGLM3's; only
+// the names and config keys differ (transformers' converter splits query_key_value into q/k/v
+// and renames dense_h_to_4h to gate_up_proj without reordering).
+ArchDesc make_glm() {
+  ArchDesc a = make_llama_like("glm", {{"attention_bias", {Role::QBias, Role::KBias, Role::VBias}}}, "");
+  for (Role r : {Role::Gate, Role::Up}) {
+    a.layer[size_t(r)].pattern = nullptr;  // stored inside gate_up_proj
+    a.layer[size_t(r)].gguf = nullptr;
+  }
+  a.fused = {{"model.layers.%d.mlp.gate_up_proj.weight", {Role::Gate, Role::Up}, "blk.%d.ffn_up", "gate_up_proj"}};
+  a.rotary = {RotaryPairing::ConsecutivePairs, 1, 2};
+  a.keys.head_dim_required = true;  // head_dim (ChatGLM's kv_channels) need not be hidden / heads
+  a.refusals = {
+      {"partial_rotary_factor", "a rotated fraction of the head other than 0.5 is not supported (GLM rotates the first half)", 0.5},
+  };
+  // llama.cpp reads GLM through its own converter (convert_hf_to_gguf.py maps GlmForCausalLM to
+  // its chatglm architecture with rope.dimension_count and freq_base from ChatGLM's keys);
+  // llmprune does not write that conversion.
+  a.gguf_arch = nullptr;
+  a.gguf_refusal = "llama.cpp's GLM support goes through its own convert_hf_to_gguf.py (architecture chatglm), which llmprune does not reproduce";
+  a.gguf_ragged = false;
+  a.gguf_permute_qk = false;
+  return a;
+}
+
 // ChatGLM-6B v1 in THUDM's "chatglm" format (docs: CHATGLM.md §1): LayerNorm with bias,
 // query_key_value per head [q_h | k_h | v_h] with bias, biased dense layers, a GELU-tanh MLP
 // (dense_h_to_4h is `up`; there is no gate), GLM's 2D rotary with fp16-rounded frequencies,
@@ -279,6 +307,7 @@ ArchDesc make_chatglm_v1() {
   a.tokenizer.sp_files = {"ice_text.model"};
   a.tokenizer.escapes = {"<n>", "<|tab|>", "<|blank_", "|>", 80};
   a.gguf_arch = nullptr;  // llama.cpp has no ChatGLM-6B v1 graph (LayerNorm+bias, GELU, 2D RoPE, alpha residual)
+  a.gguf_refusal = "llama.cpp has no graph for ChatGLM-6B v1 (LayerNorm with bias, GELU, 2D rotary, scaled normalised residual)";
   a.gguf_ragged = false;
   a.gguf_permute_qk = false;
   return a;
@@ -301,12 +330,14 @@ const std::vector<Entry>& registry() {
   static const ArchDesc chatglm = make_chatglm();
   static const ArchDesc chatglm_v1 = make_chatglm_v1();
   static const ArchDesc phi3 = make_phi3();
+  static const ArchDesc glm = make_glm();
   static const std::vector<Entry> entries = {{"llama", &llama, {}},
                                              {"mistral", &mistral, {}},
                                              {"qwen2", &qwen2, {}},
                                              {"chatglm", &chatglm_v1, {"position_encoding_2d", "inner_hidden_size"}},
                                              {"chatglm", &chatglm, {}},
-                                             {"phi3", &phi3, {}}};
+                                             {"phi3", &phi3, {}},
+                                             {"glm", &glm, {}}};
   return entries;
 }
 

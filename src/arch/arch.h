@@ -201,6 +201,7 @@ struct ArchDesc {
   ResidualDesc residual;
   TokenizerConvention tokenizer;
   const char* gguf_arch = "llama";       // llama.cpp general.architecture for uniform models; nullptr: none (refused)
+  const char* gguf_refusal = nullptr;    // with gguf_arch nullptr: why (the export error says it)
   bool gguf_ragged = true;               // llama.cpp can load per-layer sizes for this family
   bool gguf_permute_qk = true;           // q/k rows reordered to llama.cpp's RoPE layout (rotate-half families)
   bool gguf_heads_span_hidden = false;   // llama.cpp's graph needs heads x head size = hidden (no key_length key)

@@ -49,12 +49,33 @@ bool get_bool(const json& j, const char* key, const std::string& file, bool fall
   return j[key].get<bool>();
 }
 
+// transformers 5 writes the rotary settings as one object, rope_parameters {rope_type,
+// rope_theta, partial_rotary_factor, factor, ...}, where 4.x wrote top-level rope_theta /
+// partial_rotary_factor and a rope_scaling object. Read it as the 4.x keys (those win when both
+// are given), so every family's keys, refusals and rope_scaling checks apply unchanged.
+json with_rope_parameters_flattened(const json& j, const std::string& file) {
+  if (!j.is_object() || !j.contains("rope_parameters") || j["rope_parameters"].is_null()) return j;
+  const json& rp = j["rope_parameters"];
+  if (!rp.is_object()) throw input_error(file, "rope_parameters must be an object or null");
+  json out = j;
+  for (const char* key : {"rope_theta", "partial_rotary_factor"})
+    if (rp.contains(key) && (!out.contains(key) || out[key].is_null())) out[key] = rp[key];
+  if (!out.contains("rope_scaling") || out["rope_scaling"].is_null()) {
+    json scaling = rp;
+    scaling.erase("rope_theta");
+    scaling.erase("partial_rotary_factor");
+    out["rope_scaling"] = scaling;
+  }
+  return out;
+}
+
 }  // namespace
 
-ModelConfig ModelConfig::from_json(const json& j, const std::string& file) {
-  if (!j.is_object()) throw input_error(file, "not a JSON object");
+ModelConfig ModelConfig::from_json(const json& given, const std::string& file) {
+  if (!given.is_object()) throw input_error(file, "not a JSON object");
   ModelConfig c;
-  c.raw = j;
+  c.raw = given;
+  const json j = with_rope_parameters_flattened(given, file);
   if (!j.contains("model_type") || !j["model_type"].is_string()) throw input_error(file, "missing field 'model_type'");
   c.model_type = j["model_type"].get<std::string>();
   const ArchDesc& arch = arch_for_config(j, file);

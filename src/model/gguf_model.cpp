@@ -324,9 +324,9 @@ void export_gguf(const Model& m, const Tokenizer* tok, const fs::path& out, DTyp
   const bool ragged = !c.uniform();
   const ArchDesc& arch = *m.arch;
   if (!arch.gguf_arch)
-    throw input_error(where, "llama.cpp has no architecture for this " + arch.family +
-                                 " model (ChatGLM-6B v1: LayerNorm with bias, GELU, 2D rotary, scaled normalised residual); "
-                                 "export it with --hf");
+    throw input_error(where, "no GGUF for this " + arch.family + " model: " +
+                                 (arch.gguf_refusal ? arch.gguf_refusal : "llama.cpp has no architecture for it") +
+                                 "; export it with --hf");
   if (ragged && !arch.gguf_ragged)
     throw input_error(where, std::string("llama.cpp's ") + arch.gguf_arch + " architecture takes one head count and MLP width for all layers, but this " +
                                  arch.family + " model's layers differ (pruned unevenly); export it with --hf, or prune it uniformly");
