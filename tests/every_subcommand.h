@@ -36,10 +36,11 @@ inline CmdResult cli_ok(const std::string& args) {
   return r;
 }
 
-inline std::vector<float> cli_logits(const Model& m, const std::vector<int32_t>& ids) {
+// Logits of `ids` as `batch` sequences of equal length.
+inline std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids, int batch = 1) {
   Runner r(m);
   std::vector<float> out(ids.size() * size_t(m.cfg.vocab));
-  r.forward(ids.data(), 1, int(ids.size()), out.data());
+  r.forward(ids.data(), batch, int(ids.size()) / batch, out.data());
   return out;
 }
 
@@ -62,7 +63,7 @@ inline EverySubcommandPaths run_every_subcommand(const std::string& model, const
   cli_ok("export " + p.tuned.string() + " --hf " + p.hf.string());
   SafetensorsFile f = SafetensorsFile::open(p.hf / "model.safetensors");
   EXPECT_TRUE(f.tensors.count(want.fused_qkv)) << want.fused_qkv;
-  EXPECT_EQ(cli_logits(Model::load(p.hf), want.ids), cli_logits(Model::load(p.tuned), want.ids));
+  EXPECT_EQ(logits_of(Model::load(p.hf), want.ids), logits_of(Model::load(p.tuned), want.ids));
   return p;
 }
 

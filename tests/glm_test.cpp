@@ -32,6 +32,8 @@ namespace llmprune {
 namespace {
 
 using nlohmann::json;
+using test::logits_of;
+using test::zero_rows;
 
 // head_dim 16 with hidden 32 and 4 heads: q is 64 rows, not hidden (GLM's kv_channels).
 test::RandomModelSpec spec(const std::string& model_type, int vocab = 64) {
@@ -44,13 +46,6 @@ test::RandomModelSpec spec(const std::string& model_type, int vocab = 64) {
   return s;
 }
 
-std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids, int batch = 1) {
-  Runner r(m);
-  std::vector<float> out(ids.size() * size_t(m.cfg.vocab));
-  r.forward(ids.data(), batch, int(ids.size()) / batch, out.data());
-  return out;
-}
-
 double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double d = 0, scale = 1e-30;
@@ -59,11 +54,6 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
     scale = std::max(scale, double(std::fabs(b[i])));
   }
   return d / scale;
-}
-
-std::string read_bytes(const std::filesystem::path& f) {
-  std::ifstream in(f, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // Gradient statistics by (layer, role) and global role, whatever the tensor names.
@@ -184,8 +174,8 @@ TEST(Glm, SaveRoundTripIsByteIdentical) {
     save_model_files(m, a, dt, "");
     Model back = Model::load(a);
     save_model_files(back, b, dt, "");
-    EXPECT_EQ(read_bytes(a / "model.safetensors"), read_bytes(b / "model.safetensors"));
-    EXPECT_EQ(read_bytes(a / "config.json"), read_bytes(b / "config.json"));
+    EXPECT_EQ(test::read_bytes(a / "model.safetensors"), test::read_bytes(b / "model.safetensors"));
+    EXPECT_EQ(test::read_bytes(a / "config.json"), test::read_bytes(b / "config.json"));
     EXPECT_EQ(logits_of(back, kIds), logits_of(m, kIds));
   }
 }
@@ -206,14 +196,8 @@ TEST(Glm, PruningIsMaskingOnFusedGateUp) {
   EXPECT_EQ(pruned.cfg.layers[1].n_head, 2);
   EXPECT_EQ(pruned.cfg.layers[0].d_ff, 19);
 
-  SafetensorsFile f = SafetensorsFile::open(dir0 / "model.safetensors");
-  std::map<std::string, Tensor> stored;
-  for (auto& [name, t] : f.tensors) stored[name] = t.to_f32_copy();
+  std::map<std::string, Tensor> stored = test::f32_tensors_of(dir0 / "model.safetensors");
   const int D = 16, F = 24;
-  auto zero_rows = [](Tensor& t, int64_t r0, int64_t n) {
-    const size_t row = t.nbytes() / size_t(t.dim(0));
-    std::memset(static_cast<uint8_t*>(t.data) + size_t(r0) * row, 0, size_t(n) * row);
-  };
   const std::string a = "model.layers.1.self_attn.";
   for (const char* p : {"q_proj.weight", "q_proj.bias"}) zero_rows(stored.at(a + p), 2 * D, 2 * D);  // heads 2, 3
   for (const char* p : {"k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias"}) zero_rows(stored.at(a + p), D, D);

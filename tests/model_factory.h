@@ -16,6 +16,7 @@
 #include "arch/arch.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "io/safetensors.h"
 #include "model/config.h"
 #include "model/model.h"
 
@@ -46,6 +47,20 @@ inline Tensor random_tensor(std::vector<int64_t> shape, DType dtype, std::mt1993
   float* p = f.f32_mut();
   for (int64_t i = 0; i < f.numel(); i++) p[i] = offset + scale * d(rng);
   return dtype == DType::F32 ? f : f.converted(dtype);
+}
+
+// Every tensor of a safetensors file as an fp32 copy (to edit, then Model::from_tensors).
+inline std::map<std::string, Tensor> f32_tensors_of(const std::filesystem::path& file) {
+  SafetensorsFile f = SafetensorsFile::open(file);
+  std::map<std::string, Tensor> out;
+  for (auto& [name, t] : f.tensors) out[name] = t.to_f32_copy();
+  return out;
+}
+
+// Zeroes rows [r0, r0 + n) of a tensor (entries of a vector): pruning-equals-masking tests.
+inline void zero_rows(Tensor& t, int64_t r0, int64_t n) {
+  const size_t row = t.nbytes() / size_t(t.dim(0));
+  std::memset(static_cast<uint8_t*>(t.data) + size_t(r0) * row, 0, size_t(n) * row);
 }
 
 // Config and tensors are built from the family's description (arch/arch.h): its config keys,

@@ -29,19 +29,14 @@ namespace llmprune {
 namespace {
 
 using nlohmann::json;
+using test::logits_of;
+using test::zero_rows;
 
 test::RandomModelSpec phi3_spec(DType dt = DType::F32) {
   auto s = test::RandomModelSpec::uniform(2, 4, 2, 24);
   s.model_type = "phi3";
   s.dtype = dt;
   return s;
-}
-
-std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids, int batch = 1) {
-  Runner r(m);
-  std::vector<float> out(ids.size() * size_t(m.cfg.vocab));
-  r.forward(ids.data(), batch, int(ids.size()) / batch, out.data());
-  return out;
 }
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -116,14 +111,8 @@ TEST(Phi3, PruningIsMaskingOnFusedLayout) {
   EXPECT_EQ(pruned.cfg.layers[1].n_head, 2);
   EXPECT_EQ(pruned.cfg.layers[0].d_ff, 19);
 
-  SafetensorsFile f = SafetensorsFile::open(dir0 / "model.safetensors");
-  std::map<std::string, Tensor> stored;
-  for (auto& [name, t] : f.tensors) stored[name] = t.to_f32_copy();
+  std::map<std::string, Tensor> stored = test::f32_tensors_of(dir0 / "model.safetensors");
   const int D = 8, N = 4, G = 2, F = 24;
-  auto zero_rows = [](Tensor& t, int64_t r0, int64_t n) {
-    const size_t row = t.nbytes() / size_t(t.dim(0));
-    std::memset(static_cast<uint8_t*>(t.data) + size_t(r0) * row, 0, size_t(n) * row);
-  };
   Tensor& qkv = stored.at("model.layers.1.self_attn.qkv_proj.weight");
   zero_rows(qkv, 0, 2 * D);          // query heads 0, 1 (KV group 0)
   zero_rows(qkv, N * D, D);          // K of group 0
