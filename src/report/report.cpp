@@ -199,32 +199,8 @@ ReportRun load_report_run(const std::string& spec) {
   // pruning.json through the type prune::run writes it from (prune/summary.h).
   run.summary = PruneSummary::read(pj_path.string());
   const PruneSummary& sum = run.summary;
-  const PruneSettings& st = sum.settings;
-  run.source_model = sum.source_model;
-  run.strategy = st.strategy;
-  run.importance = st.importance;
-  run.criterion = st.criterion;
-  run.reduction = st.reduction;
-  run.gqa_unit = st.gqa_unit;
-  run.attn_layers = st.attn_layers;
-  run.mlp_layers = st.mlp_layers;
-  run.calib = st.calib;
-  run.ratio = st.ratio;
-  run.attn_ratio = st.attn_ratio;
-  run.mlp_ratio = st.mlp_ratio;
-  run.global = st.global;
-  run.iterative_steps = st.iterative_steps;
-  run.round_to = st.round_to;
   for (const PrunedLayer& l : sum.layers)
     run.layers.push_back({l.layer, l.heads_before, l.heads_after, l.kv_heads_before, l.kv_heads_after, l.mlp_before, l.mlp_after, l.removed});
-  run.hidden_before = sum.hidden_before;
-  run.hidden_after = sum.hidden_after;
-  run.params_before = sum.params_before;
-  run.params_after = sum.params_after;
-  run.fraction_removed = sum.fraction_removed();
-  run.calib_loss = sum.calib_loss;
-  run.seconds = sum.seconds;
-  run.peak_rss_bytes = sum.peak_rss_bytes;
   if (sum.by_role_before) {
     const RoleParams &b = *sum.by_role_before, a = sum.by_role_after.value_or(RoleParams{});
     run.params_by_role = {{"embed", {b.embed, a.embed}}, {"attention", {b.attention, a.attention}}, {"mlp", {b.mlp, a.mlp}},
@@ -531,7 +507,7 @@ std::string roles_chart(Doc& doc, const ReportRun& run, size_t run_idx) {
   for (auto& r : rows) maxv = std::max({maxv, r.second.first, r.second.second});
   std::ostringstream desc;
   desc << "Horizontal bar chart of parameter counts by role, before (grey) and after (coloured) pruning. Total "
-       << thousands(run.params_before) << " before, " << thousands(run.params_after) << " after (" << pct(run.fraction_removed)
+       << thousands(run.summary.params_before) << " before, " << thousands(run.summary.params_after) << " after (" << pct(run.summary.fraction_removed())
        << "% removed). ";
   for (auto& r : rows) desc << r.first << ": " << thousands(r.second.first) << " to " << thousands(r.second.second) << ". ";
   int id;
@@ -582,9 +558,9 @@ double quantile(const std::vector<double>& sorted, double q) {
 }
 
 std::string scoring_of(const ReportRun& run) {
-  std::string c = run.criterion.empty() ? "importance" : run.criterion;
-  if (!run.importance.empty() && run.importance != run.criterion) c = run.importance + " " + run.criterion;
-  return c + (run.reduction.empty() ? "" : ", group reduction " + run.reduction);
+  std::string c = run.summary.settings.criterion.empty() ? "importance" : run.summary.settings.criterion;
+  if (!run.summary.settings.importance.empty() && run.summary.settings.importance != run.summary.settings.criterion) c = run.summary.settings.importance + " " + run.summary.settings.criterion;
+  return c + (run.summary.settings.reduction.empty() ? "" : ", group reduction " + run.summary.settings.reduction);
 }
 
 // Strip + box plot of one unit kind's scores, one column per layer, with the threshold.
@@ -623,7 +599,7 @@ std::string importance_chart(Doc& doc, const ReportRun& run, size_t run_idx, con
     removed_total += c.removed;
   }
   // One threshold across layers when the ranking was global (or the units are model-wide).
-  const bool global = run.global || kind == "layer" || kind == "hidden";
+  const bool global = run.summary.settings.global || kind == "layer" || kind == "hidden";
   const bool per_layer = kind != "layer" && kind != "hidden";
   bool strips = total <= size_t(doc.opt.max_points_per_chart);
   const double h = 330;
@@ -809,30 +785,30 @@ bool gqa_model(const ReportRun& r) {
 
 std::string settings_line(const ReportRun& r) {
   std::ostringstream o;
-  o << "strategy <b>" << esc(r.strategy) << "</b>";
-  if (!r.importance.empty()) {
-    o << ", importance <b>" << esc(r.importance);
-    if (r.criterion != r.importance) o << " (" << esc(r.criterion) << ")";
+  o << "strategy <b>" << esc(r.summary.settings.strategy) << "</b>";
+  if (!r.summary.settings.importance.empty()) {
+    o << ", importance <b>" << esc(r.summary.settings.importance);
+    if (r.summary.settings.criterion != r.summary.settings.importance) o << " (" << esc(r.summary.settings.criterion) << ")";
     o << "</b>";
   }
-  if (!r.reduction.empty()) o << ", group reduction " << esc(r.reduction);
-  if (r.strategy == "block") {
-    o << ", attention ratio " << num(r.attn_ratio) << " on layers " << esc(r.attn_layers) << ", MLP ratio " << num(r.mlp_ratio)
-      << " on layers " << esc(r.mlp_layers);
-  } else if (r.ratio > 0) {
-    o << ", ratio " << num(r.ratio);
-  } else if (r.strategy == "layer") {
+  if (!r.summary.settings.reduction.empty()) o << ", group reduction " << esc(r.summary.settings.reduction);
+  if (r.summary.settings.strategy == "block") {
+    o << ", attention ratio " << num(r.summary.settings.attn_ratio) << " on layers " << esc(r.summary.settings.attn_layers) << ", MLP ratio " << num(r.summary.settings.mlp_ratio)
+      << " on layers " << esc(r.summary.settings.mlp_layers);
+  } else if (r.summary.settings.ratio > 0) {
+    o << ", ratio " << num(r.summary.settings.ratio);
+  } else if (r.summary.settings.strategy == "layer") {
     o << ", " << r.removed_units << " blocks removed";
   }
-  if (r.strategy == "block") o << (r.global ? ", global ranking" : ", per-layer ranking");
-  if (r.iterative_steps > 1) o << ", " << r.iterative_steps << " iterative steps";
-  if (r.round_to > 1) o << ", MLP widths rounded to multiples of " << r.round_to;
-  if (!r.gqa_unit.empty()) {
+  if (r.summary.settings.strategy == "block") o << (r.summary.settings.global ? ", global ranking" : ", per-layer ranking");
+  if (r.summary.settings.iterative_steps > 1) o << ", " << r.summary.settings.iterative_steps << " iterative steps";
+  if (r.summary.settings.round_to > 1) o << ", MLP widths rounded to multiples of " << r.summary.settings.round_to;
+  if (!r.summary.settings.gqa_unit.empty()) {
     bool gqa = false;
     for (auto& l : r.layers) gqa = gqa || l.kv_before != l.heads_before;
-    if (gqa) o << ", GQA unit " << esc(r.gqa_unit);
+    if (gqa) o << ", GQA unit " << esc(r.summary.settings.gqa_unit);
   }
-  if (!r.calib.empty()) o << ", calibration text <code>" << esc(r.calib) << "</code>";
+  if (!r.summary.settings.calib.empty()) o << ", calibration text <code>" << esc(r.summary.settings.calib) << "</code>";
   const PruneSettings& st = r.summary.settings;
   if (st.allocation != "uniform") o << ", " << esc(st.allocation) << " per-layer allocation";
   if (st.compensate != "none") {
@@ -888,8 +864,8 @@ std::string eval_table(const std::vector<ReportEvalRow>& rows, const ReportRun* 
   o << "</tr></thead><tbody>";
   for (auto& r : rows) {
     std::string role;
-    if (run && r.params == run->params_after && run->params_after != run->params_before) role = "pruned";
-    else if (run && r.params == run->params_before) role = "unpruned";
+    if (run && r.params == run->summary.params_after && run->summary.params_after != run->summary.params_before) role = "pruned";
+    else if (run && r.params == run->summary.params_before) role = "unpruned";
     o << "<tr" << (role.empty() ? "" : " data-role=\"" + role + "\"") << "><th scope=\"row\" title=\"" << esc(r.model) << "\">"
       << esc(r.label) << (role.empty() ? "" : " <span class=\"muted\">(" + role + ")</span>") << "</th><td class=\"num\">"
       << (r.params ? count_str(double(r.params)) : "\u2013") << "</td>";
@@ -966,7 +942,7 @@ std::string roles_table(const ReportRun& r) {
       << "</td></tr>";
   };
   for (auto& [name, ba] : r.params_by_role) row(name, ba.first, ba.second, false);
-  row("total", r.params_before, r.params_after, true);
+  row("total", r.summary.params_before, r.summary.params_after, true);
   o << "</tbody></table>\n";
   return o.str();
 }
@@ -1025,14 +1001,14 @@ std::string series_key(const ReportRun& r, const std::vector<ReportRun>& runs) {
       if (field(o) != field(runs.front())) return true;
     return false;
   };
-  std::string k = r.criterion.empty() ? r.importance : r.criterion;
-  if (!r.importance.empty() && r.importance != r.criterion && r.importance != "taylor") k = r.importance + " " + k;
-  if (varies([](const ReportRun& x) { return x.strategy; })) k += ", " + r.strategy;
-  if (varies([](const ReportRun& x) { return x.reduction; })) k += ", " + r.reduction;
-  if (varies([](const ReportRun& x) { return x.global; })) k += r.global ? ", global" : ", local";
-  if (varies([](const ReportRun& x) { return x.iterative_steps; })) k += ", " + std::to_string(r.iterative_steps) + " steps";
-  if (varies([](const ReportRun& x) { return x.gqa_unit; })) k += ", " + r.gqa_unit;
-  if (varies([](const ReportRun& x) { return x.source_model; })) k += ", " + fs::path(r.source_model).filename().string();
+  std::string k = r.summary.settings.criterion.empty() ? r.summary.settings.importance : r.summary.settings.criterion;
+  if (!r.summary.settings.importance.empty() && r.summary.settings.importance != r.summary.settings.criterion && r.summary.settings.importance != "taylor") k = r.summary.settings.importance + " " + k;
+  if (varies([](const ReportRun& x) { return x.summary.settings.strategy; })) k += ", " + r.summary.settings.strategy;
+  if (varies([](const ReportRun& x) { return x.summary.settings.reduction; })) k += ", " + r.summary.settings.reduction;
+  if (varies([](const ReportRun& x) { return x.summary.settings.global; })) k += r.summary.settings.global ? ", global" : ", local";
+  if (varies([](const ReportRun& x) { return x.summary.settings.iterative_steps; })) k += ", " + std::to_string(r.summary.settings.iterative_steps) + " steps";
+  if (varies([](const ReportRun& x) { return x.summary.settings.gqa_unit; })) k += ", " + r.summary.settings.gqa_unit;
+  if (varies([](const ReportRun& x) { return x.summary.source_model; })) k += ", " + fs::path(r.summary.source_model).filename().string();
   return k;
 }
 
@@ -1054,7 +1030,7 @@ void sweep_section(Doc& doc, const std::vector<ReportRun>& runs) {
   std::vector<std::string> datasets;
   bool any_tasks = false;
   for (auto& r : runs)
-    if (auto* e = find_row(r, r.params_after)) {
+    if (auto* e = find_row(r, r.summary.params_after)) {
       for (auto& [n, v] : e->ppl)
         if (std::find(datasets.begin(), datasets.end(), n) == datasets.end()) datasets.push_back(n);
       any_tasks = any_tasks || e->has_average;
@@ -1068,12 +1044,12 @@ void sweep_section(Doc& doc, const std::vector<ReportRun>& runs) {
         if (series_key(r, runs) != k) continue;
         double v;
         if (!base_added)
-          if (auto* b = find_row(r, r.params_before); b && value(*b, &v)) {
+          if (auto* b = find_row(r, r.summary.params_before); b && value(*b, &v)) {
             s.pts.push_back({0, v, "unpruned (" + b->label + "): " + num(v)});
             base_added = true;
           }
-        if (auto* e = find_row(r, r.params_after); e && value(*e, &v))
-          s.pts.push_back({100 * r.fraction_removed, v, r.label + ": " + fixed(100 * r.fraction_removed, 1) + "% removed, " + num(v)});
+        if (auto* e = find_row(r, r.summary.params_after); e && value(*e, &v))
+          s.pts.push_back({100 * r.summary.fraction_removed(), v, r.label + ": " + fixed(100 * r.summary.fraction_removed(), 1) + "% removed, " + num(v)});
       }
       std::stable_sort(s.pts.begin(), s.pts.end(), [](auto& a, auto& b) { return a.x < b.x; });
       if (!s.pts.empty()) out.push_back(std::move(s));
@@ -1117,10 +1093,10 @@ void sweep_section(Doc& doc, const std::vector<ReportRun>& runs) {
     doc.body << "</tr></thead><tbody>";
     for (auto& k : keys)
       for (auto& r : runs) {
-        const ReportEvalRow* e = find_row(r, r.params_after);
+        const ReportEvalRow* e = find_row(r, r.summary.params_after);
         if (series_key(r, runs) != k || !e) continue;
         doc.body << "<tr><td>" << esc(k) << "</td><th scope=\"row\">" << esc(r.label) << "</th><td class=\"num\">"
-                 << pct(r.fraction_removed) << "%</td>";
+                 << pct(r.summary.fraction_removed()) << "%</td>";
         for (auto& d : datasets) {
           std::string v = "\u2013";
           for (auto& [n, x] : e->ppl)
@@ -1148,15 +1124,15 @@ void summary_section(Doc& doc, const std::vector<ReportRun>& runs) {
   doc.toc.push_back({"summary", "Runs"});
   for (size_t i = 0; i < runs.size(); i++) {
     auto& r = runs[i];
-    std::string ratio = r.strategy == "block" && r.attn_ratio != r.mlp_ratio ? num(r.attn_ratio) + " / " + num(r.mlp_ratio)
-                        : r.ratio > 0                                       ? num(r.ratio)
+    std::string ratio = r.summary.settings.strategy == "block" && r.summary.settings.attn_ratio != r.summary.settings.mlp_ratio ? num(r.summary.settings.attn_ratio) + " / " + num(r.summary.settings.mlp_ratio)
+                        : r.summary.settings.ratio > 0                                       ? num(r.summary.settings.ratio)
                                                                             : "\u2013";
-    doc.body << "<tr><th scope=\"row\"><a href=\"#run-" << i << "\">" << esc(r.label) << "</a></th><td>" << esc(r.strategy) << "</td><td>"
-             << esc(r.importance == r.criterion || r.importance.empty() ? r.criterion : r.importance + " " + r.criterion)
-             << "</td><td class=\"num\">" << ratio << "</td><td class=\"num\">" << count_str(double(r.params_before))
-             << "</td><td class=\"num\">" << count_str(double(r.params_after)) << "</td><td class=\"num\">"
-             << pct(r.fraction_removed) << "%</td><td class=\"num\">" << (r.calib_loss ? fixed(r.calib_loss, 4) : "\u2013")
-             << "</td><td class=\"num\">" << fixed(r.seconds, 1) << " s</td></tr>";
+    doc.body << "<tr><th scope=\"row\"><a href=\"#run-" << i << "\">" << esc(r.label) << "</a></th><td>" << esc(r.summary.settings.strategy) << "</td><td>"
+             << esc(r.summary.settings.importance == r.summary.settings.criterion || r.summary.settings.importance.empty() ? r.summary.settings.criterion : r.summary.settings.importance + " " + r.summary.settings.criterion)
+             << "</td><td class=\"num\">" << ratio << "</td><td class=\"num\">" << count_str(double(r.summary.params_before))
+             << "</td><td class=\"num\">" << count_str(double(r.summary.params_after)) << "</td><td class=\"num\">"
+             << pct(r.summary.fraction_removed()) << "%</td><td class=\"num\">" << (r.summary.calib_loss ? fixed(r.summary.calib_loss, 4) : "\u2013")
+             << "</td><td class=\"num\">" << fixed(r.summary.seconds, 1) << " s</td></tr>";
   }
   doc.body << "</tbody></table></section>\n";
 }
@@ -1166,19 +1142,19 @@ void run_section(Doc& doc, const ReportRun& r, size_t idx) {
   doc.toc.push_back({sid, "Run " + r.label});
   doc.body << "<section class=\"run\" id=\"" << sid << "\" data-run=\"" << idx << "\"><h2>Run <code>" << esc(r.label) << "</code></h2>\n";
   doc.body << "<p><code>" << esc(r.dir.string()) << "</code>";
-  if (!r.source_model.empty()) doc.body << " pruned from <code>" << esc(r.source_model) << "</code>";
+  if (!r.summary.source_model.empty()) doc.body << " pruned from <code>" << esc(r.summary.source_model) << "</code>";
   doc.body << ": " << settings_line(r) << ".</p>\n";
   doc.body << "<div class=\"cards\">"
-           << "<div class=\"card\"><div class=\"k\">parameters</div><div class=\"v\">" << count_str(double(r.params_before)) << " \u2192 "
-           << count_str(double(r.params_after)) << "</div></div>"
-           << "<div class=\"card\"><div class=\"k\">removed</div><div class=\"v\">" << pct(r.fraction_removed) << "%</div></div>"
+           << "<div class=\"card\"><div class=\"k\">parameters</div><div class=\"v\">" << count_str(double(r.summary.params_before)) << " \u2192 "
+           << count_str(double(r.summary.params_after)) << "</div></div>"
+           << "<div class=\"card\"><div class=\"k\">removed</div><div class=\"v\">" << pct(r.summary.fraction_removed()) << "%</div></div>"
            << "<div class=\"card\"><div class=\"k\">units removed</div><div class=\"v\">" << r.removed_units << "</div></div>";
-  if (r.hidden_before)
-    doc.body << "<div class=\"card\"><div class=\"k\">hidden width</div><div class=\"v\">" << r.hidden_before
-             << (r.hidden_after != r.hidden_before ? " \u2192 " + std::to_string(r.hidden_after) : "") << "</div></div>";
-  if (r.calib_loss) doc.body << "<div class=\"card\"><div class=\"k\">calibration loss</div><div class=\"v\">" << fixed(r.calib_loss, 4) << "</div></div>";
-  doc.body << "<div class=\"card\"><div class=\"k\">time, peak memory</div><div class=\"v\">" << fixed(r.seconds, 1) << " s, "
-           << fixed(double(r.peak_rss_bytes) / (1 << 20), 0) << " MiB</div></div></div>\n";
+  if (r.summary.hidden_before)
+    doc.body << "<div class=\"card\"><div class=\"k\">hidden width</div><div class=\"v\">" << r.summary.hidden_before
+             << (r.summary.hidden_after != r.summary.hidden_before ? " \u2192 " + std::to_string(r.summary.hidden_after) : "") << "</div></div>";
+  if (r.summary.calib_loss) doc.body << "<div class=\"card\"><div class=\"k\">calibration loss</div><div class=\"v\">" << fixed(r.summary.calib_loss, 4) << "</div></div>";
+  doc.body << "<div class=\"card\"><div class=\"k\">time, peak memory</div><div class=\"v\">" << fixed(r.summary.seconds, 1) << " s, "
+           << fixed(double(r.summary.peak_rss_bytes) / (1 << 20), 0) << " MiB</div></div></div>\n";
   for (auto& n : r.notes) doc.body << "<p class=\"note\">" << esc(n) << "</p>\n";
 
   doc.body << "<h3>Structure per layer</h3>\n";
@@ -1197,16 +1173,16 @@ void run_section(Doc& doc, const ReportRun& r, size_t idx) {
       if (std::find(kinds.begin(), kinds.end(), u.kind) == kinds.end()) kinds.push_back(u.kind);
     std::sort(kinds.begin(), kinds.end(), [](auto& a, auto& b) { return kind_order(a) < kind_order(b); });
     doc.body << "<h3>Group importance</h3>\n";
-    if (r.iterative_steps > 1)
-      doc.body << "<p class=\"note\">Scores of step 1 of " << r.iterative_steps
+    if (r.summary.settings.iterative_steps > 1)
+      doc.body << "<p class=\"note\">Scores of step 1 of " << r.summary.settings.iterative_steps
                << " (the unpruned model); later steps re-score the pruned model and are in importance.json.</p>\n";
     for (auto& k : kinds) {
       std::string summary;
       std::string svg = importance_chart(doc, r, idx, k, &summary);
       doc.figure(svg, "Importance of " + esc(std::string(kind_title(k))) + (k == "layer" || k == "hidden" ? "" : " per layer") + ", scored by " + esc(scoring_of(r)) + " (" + esc(summary) +
                           "). Units at or below the dashed threshold were removed" +
-                          (r.global || k == "layer" || k == "hidden" ? " (global ranking)." : " (per-layer ranking).") +
-                          (k == "head" && r.gqa_unit == "query" && gqa_model(r)
+                          (r.summary.settings.global || k == "layer" || k == "hidden" ? " (global ranking)." : " (per-layer ranking).") +
+                          (k == "head" && r.summary.settings.gqa_unit == "query" && gqa_model(r)
                                ? " With --gqa-unit query, heads are removed evenly per KV group, so some kept heads can score below the line."
                                : ""));
     }

@@ -47,24 +47,16 @@ struct ReportUnit {
 struct ReportRun {
   std::string label;
   std::filesystem::path dir;
-  // settings (pruning.json "settings")
-  std::string strategy, importance, criterion, reduction, gqa_unit, attn_layers, mlp_layers, calib, source_model;
-  double ratio = 0, attn_ratio = 0, mlp_ratio = 0;
-  bool global = false;
-  int iterative_steps = 1, round_to = 1;
-  // results
+  // pruning.json as read: settings (summary.settings) and results (summary.params_before, ...)
+  PruneSummary summary;
+  // derived from it for the charts
   std::vector<ReportLayer> layers;
-  int hidden_before = 0, hidden_after = 0;
-  int64_t params_before = 0, params_after = 0;
-  double fraction_removed = 0, calib_loss = 0, seconds = 0;
-  int64_t peak_rss_bytes = 0;
   std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> params_by_role;  // role -> (before, after)
   int removed_units = 0;
   bool has_importance = false;
   std::vector<ReportUnit> units;  // from importance.json, removed flags set from pruning.json
   std::vector<ReportEvalRow> evals;
   std::vector<std::string> notes;  // shown in the run's section (e.g. "no importance.json")
-  PruneSummary summary;            // pruning.json as read (the fields above are copied from it)
 };
 
 // Reads a run directory. `spec` is DIR or NAME=DIR (NAME labels the run; default: DIR's name).
