@@ -40,8 +40,11 @@ double eval_ppl(const std::filesystem::path& model, const std::string& compute) 
 
 // Prunes a fixture at 20% with fp32 and with bf16 compute: the same units are kept (>= 99%)
 // and the pruned models' perplexities agree within 0.5%.
-void check_fixture(const std::string& name, const std::string& taylor) {
-  const auto dir = test::temp_dir(name + "-" + taylor);
+// `method`: the importance flags after --importance (taylor --taylor element1, or flap with
+// least-squares compensation, whose statistics and refit passes then run under bf16 too).
+void check_fixture(const std::string& name, const std::string& method, bool refit = false) {
+  const std::string tag = method.substr(method.rfind(' ') + 1);
+  const auto dir = test::temp_dir(name + "-" + tag);
   // The first 60 kB of the training text: plenty for 8 x 64 tokens, quick to tokenize.
   const auto calib = dir / "calib.txt";
   {
@@ -57,8 +60,9 @@ void check_fixture(const std::string& name, const std::string& taylor) {
     const std::string compute = c ? "bf16" : "fp32";
     const auto out = dir / compute;
     auto r = test::run_cli("prune " + test::fixture_model(name).string() + " --out " + out.string() +
-                           " --strategy block --ratio 0.2 --importance taylor --taylor " + taylor + " --calib " + calib.string() +
-                           " --calib-samples 8 --calib-seq-len 64 --compute " + compute);
+                           " --strategy block --ratio 0.2 --importance " + method + " --calib " + calib.string() +
+                           " --calib-samples 8 --calib-seq-len 64 --stat-calib " + calib.string() +
+                           " --stat-samples 8 --stat-seq-len 64 --compute " + compute);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto pj = read_json(out / "pruning.json");
     EXPECT_EQ(pj["compute"], compute);
@@ -71,16 +75,22 @@ void check_fixture(const std::string& name, const std::string& taylor) {
   size_t differ = 0;  // units kept by one run and removed by the other
   for (auto& u : removed[0]) differ += removed[1].count(u) ? 0 : 2;
   const double agree = 1.0 - double(differ) / double(n_units);
-  EXPECT_GE(agree, 0.99) << name << " " << taylor << ": " << differ << " of " << n_units << " units differ";
+  EXPECT_GE(agree, 0.99) << name << " " << method << ": " << differ << " of " << n_units << " units differ";
   EXPECT_LE(std::abs(ppl[1] / ppl[0] - 1.0), 0.005) << name << ": pruned-model ppl fp32 " << ppl[0] << " vs bf16 " << ppl[1];
+  // The refit ran under bf16: its weights are not the fp32 run's (same units, other rounding).
+  if (refit)
+    EXPECT_FALSE(test::read_bytes(dir / "fp32" / "model.safetensors") == test::read_bytes(dir / "bf16" / "model.safetensors"))
+        << "the bf16 run's refitted weights equal the fp32 run's: the refit did not run under bf16";
   std::printf("[ %s %s: %.2f%% of %zu units agree; pruned ppl %.4f (fp32 compute) vs %.4f (bf16) ]\n", name.c_str(),
-              taylor.c_str(), 100 * agree, n_units, ppl[0], ppl[1]);
+              method.c_str(), 100 * agree, n_units, ppl[0], ppl[1]);
 }
 
-TEST(ComputeBf16, PruneKeepsTheFp32UnitsMha) { check_fixture("kjv-llama-mha", "element1"); }
-TEST(ComputeBf16, PruneKeepsTheFp32UnitsGqaTied) { check_fixture("kjv-llama-gqa-tied", "element1"); }
+TEST(ComputeBf16, PruneKeepsTheFp32UnitsMha) { check_fixture("kjv-llama-mha", "taylor --taylor element1"); }
+TEST(ComputeBf16, PruneKeepsTheFp32UnitsGqaTied) { check_fixture("kjv-llama-gqa-tied", "taylor --taylor element1"); }
 // element2 takes the per-sample (Fisher) statistics path.
-TEST(ComputeBf16, PruneKeepsTheFp32UnitsFisherPath) { check_fixture("kjv-llama-gqa-tied", "element2"); }
+TEST(ComputeBf16, PruneKeepsTheFp32UnitsFisherPath) { check_fixture("kjv-llama-gqa-tied", "taylor --taylor element2"); }
+// FLAP's statistics pass and the least-squares refit run their forwards under bf16 too.
+TEST(ComputeBf16, FlapAndCompensationKeepTheFp32Units) { check_fixture("kjv-llama-gqa-tied", "flap --compensate lstsq", true); }
 
 TEST(ComputeBf16, EvalPerplexityWithinHalfAPercent) {
   const auto m = test::fixture_model("kjv-llama-mha");

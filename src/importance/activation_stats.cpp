@@ -91,11 +91,12 @@ std::vector<LayerInputStats> collect_activation_stats(const Model& m, const std:
   const int chunk = std::max(1, opt.chunk_windows);
   std::vector<LayerInputStats> out(static_cast<size_t>(L));
   Runner runner(m, T);
+  runner.set_compute(opt.compute);
   std::vector<float> x(size_t(S) * T * C);  // the residual stream of every window: [S*T, C]
   runner.embed(tokens.data(), S * T, x.data());
   LayerF32 w;
   for (int l = 0; l < L; l++) {
-    w.load(m, l);
+    w.load(m, l, matrix_load_for(opt.compute, false));
     StatsHook hook(out[size_t(l)]);
     runner.set_hook(&hook);
     for (int s0 = 0; s0 < S; s0 += chunk) {

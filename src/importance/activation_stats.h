@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/gemm_bf16.h"
 #include "model/model.h"
 
 namespace llmprune {
@@ -38,6 +39,8 @@ struct LayerInputStats {
 
 struct ActivationStatsOptions {
   int chunk_windows = 16;  // windows per layer forward: bounds the activations held at once
+  // Precision of the forward's GEMMs (--compute); the statistics themselves accumulate in double.
+  kernels::Compute compute = kernels::Compute::F32;
 };
 
 // One forward pass over tokens [S, T] (S windows of T tokens), layer by layer: the residual

@@ -214,6 +214,7 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
   const DType dtype = original.storage_dtype();
 
   Runner runner(original, T);
+  runner.set_compute(opt.compute);
   std::vector<float> x(size_t(S) * T * C), scratch;  // the pruned model's residual stream [S*T, C]
   runner.embed(tokens.data(), S * T, x.data());
   const int chunk = std::max(1, opt.chunk_windows);
@@ -230,7 +231,7 @@ CompensatedModel compensate_pruned(const Model& original, const std::vector<Grou
     }
   };
   for (int l = 0; l < L; l++) {
-    w.load(original, l);
+    w.load(original, l, matrix_load_for(opt.compute, true));  // the refit reads fp32 weights
     const LayerConfig& lc = original.cfg.layers[size_t(l)];
     RefitHook hook;
     runner.set_hook(&hook);

@@ -51,6 +51,9 @@ struct CompensationOptions {
   Compensation mode = Compensation::Lstsq;
   double damping = 0.01;
   int chunk_windows = 16;
+  // Precision of the forward's GEMMs (--compute); the refit itself (Gram matrix, solve) is
+  // double / fp32 on fp32 copies of the weights.
+  kernels::Compute compute = kernels::Compute::F32;
   // Also build CompensatedModel::model (remove_groups of the whole model, in memory). prune::run
   // leaves it off and streams the result with save_pruned + CompensatedModel::apply: on a 7B model
   // the materialised pruned layers alone are ~10 GB.

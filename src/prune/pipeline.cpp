@@ -312,7 +312,9 @@ PruneSummary run(const PruneSpec& a) {
     ImportanceResult imp;
     if (flap) {
       auto ts = std::chrono::steady_clock::now();
-      auto stats = collect_activation_stats(current, stat_tokens, a.stat_samples, a.stat_seq_len);
+      ActivationStatsOptions so;
+      so.compute = io.compute;
+      auto stats = collect_activation_stats(current, stat_tokens, a.stat_samples, a.stat_seq_len, so);
       FlapScores fs = flap_scores(current, groups, stats, flap_metric);
       imp.scores = fs.raw;
       imp.seconds = since(ts);
@@ -378,6 +380,7 @@ PruneSummary run(const PruneSpec& a) {
     CompensationOptions co;
     co.mode = compensation;
     co.damping = a.damping;
+    co.compute = io.compute;
     co.materialize = false;  // streamed below: save_pruned with the refitted tensors put in
     CompensatedModel cm = compensate_pruned(current, final_chosen, stat_tokens, a.stat_samples, a.stat_seq_len, co);
     sum.compensation_seconds = cm.seconds;
