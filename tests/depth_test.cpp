@@ -350,6 +350,9 @@ TEST(DepthCli, ShortGptAndBlockPrunerEndToEnd) {
   EXPECT_EQ(bp.n_params(), pj["params_after"].get<int64_t>());
   // The saved model's perplexity on the windows is the search's last figure.
   EXPECT_GT(pj["calib_ppl_after"].get<double>(), pj["calib_ppl_before"].get<double>() * 0.5);
+  // The search's memory estimate is recorded and bounds what the run used.
+  const double estimate = pj["memory_estimate"]["total_bytes"].get<double>();
+  EXPECT_GE(estimate, pj["peak_rss_bytes"].get<double>());
 
   auto err = [&](const std::string& extra, const std::string& want) {
     auto e = test::run_cli(base + "--out " + (out / "e").string() + " " + extra);
@@ -367,6 +370,7 @@ TEST(DepthCli, ShortGptAndBlockPrunerEndToEnd) {
   err("--strategy layer --importance bi --drop-sublayers 2", "--drop-sublayers needs --strategy sublayer");
   err("--strategy sublayer --importance ppl --ratio 1.5", "--ratio must be in [0, 1)");
   err("--strategy sublayer --importance ppl --drop-sublayers 13", "cannot remove more sub-blocks");
+  err("--strategy sublayer --importance ppl --ratio 0.2 --max-memory 10M", "lower --stat-samples / --stat-seq-len or raise the budget");
 }
 
 }  // namespace

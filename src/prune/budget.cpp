@@ -186,6 +186,20 @@ MemoryEstimate estimate_statistics_memory(const Model& m, int S, int T, int chun
   return e;
 }
 
+MemoryEstimate estimate_sublayer_search_memory(const Model& m, int S, int T, int chunk_windows) {
+  MemoryEstimate e = estimate_statistics_memory(m, S, T, chunk_windows, false);
+  const double f = 4, C = m.cfg.hidden, V = m.cfg.vocab, N = double(std::min(S, std::max(1, chunk_windows))) * T;
+  auto add = [&](const std::string& what, double bytes) {
+    e.terms.push_back({what, bytes});
+    e.total += bytes;
+  };
+  add("three more residual streams S*T*C*4 (search copies, masked pass)", 3 * f * double(S) * T * C);
+  add("normed input and logits of one chunk", f * N * (C + V));
+  // linear_any_dtype converts a non-fp32 lm_head 4096 rows at a time.
+  if (m.lm_head().dtype != DType::F32) add("lm_head row block in fp32", f * std::min(4096.0, V) * C);
+  return e;
+}
+
 double gradient_flops(const Model& m, int B, int T, bool global_grads, const std::vector<uint8_t>& layer_grads,
                       bool keep_activations) {
   const double N = double(B) * T, C = m.cfg.hidden, V = m.cfg.vocab;

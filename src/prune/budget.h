@@ -50,6 +50,12 @@ MemoryEstimate estimate_prune_memory(const Model& m, const PruneShape& s);
 // refitted o_proj / down_proj of every layer (upper bound: their unpruned size).
 MemoryEstimate estimate_statistics_memory(const Model& m, int S, int T, int chunk_windows, bool compensate);
 
+// Peak resident memory of the sub-block search (`--strategy sublayer`, prune/depth.h) over S
+// windows of T tokens: the statistics pass's terms plus the search's three residual streams
+// (the unpruned stream, the current model's, a candidate's) and the masked-perplexity pass's
+// own, and one chunk's normed input and logits (with the lm_head's converted row block).
+MemoryEstimate estimate_sublayer_search_memory(const Model& m, int S, int T, int chunk_windows);
+
 // Multiply-add FLOPs (2 per MAC) of compute_gradients on B x T tokens: the forward, the head
 // backward, and per layer the recomputed forward, the input-gradient and the weight-gradient
 // GEMMs and the attention backward (full T x T products, as computed). layer_grads as in

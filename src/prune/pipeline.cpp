@@ -57,6 +57,14 @@ void put_param_counts(PruneSummary& sum, const ParamCounts& before, const ParamC
 
 // --strategy sublayer: BlockPruner's greedy removal of attention / MLP sub-blocks by calibration
 // perplexity (--importance ppl), or their one-shot ranking by Block Influence (--importance bi).
+// Refuses, before the pass runs, an estimate over --max-memory (`budget` bytes, 0: none);
+// `flags` are the ones that shrink it.
+void check_memory_budget(const MemoryEstimate& e, double budget, const std::string& max_memory, const std::string& flags) {
+  if (budget > 0 && e.total > budget)
+    throw UserError("estimated peak memory " + e.describe() + " exceeds --max-memory " + max_memory + " (" +
+                    human_bytes(budget) + "); lower " + flags + " or raise the budget");
+}
+
 PruneSummary run_sublayer_prune(const PruneSpec& a) {
   auto t0 = std::chrono::steady_clock::now();
   const bool by_ppl = a.importance == "ppl";
@@ -72,8 +80,11 @@ PruneSummary run_sublayer_prune(const PruneSpec& a) {
   const int L = m.cfg.n_layer;
   LayerRange range = parse_layer_range(a.layers, "--layers", L);
   if (fs::exists(a.out) && !a.force) throw UserError(a.out + ": output already exists (use --force to replace it)");
-  std::vector<int32_t> tokens = statistics_windows(a, m, "--strategy sublayer");
   SublayerSearchOptions so;
+  const double budget = a.max_memory.empty() ? 0 : parse_byte_size(a.max_memory, "--max-memory");
+  const MemoryEstimate mem = estimate_sublayer_search_memory(m, a.stat_samples, a.stat_seq_len, so.chunk_windows);
+  check_memory_budget(mem, budget, a.max_memory, "--stat-samples / --stat-seq-len");
+  std::vector<int32_t> tokens = statistics_windows(a, m, "--strategy sublayer");
   so.criterion = by_ppl ? SublayerCriterion::Perplexity : SublayerCriterion::BlockInfluence;
   so.remove = a.drop_sublayers;
   so.param_ratio = ratio;
@@ -125,6 +136,8 @@ PruneSummary run_sublayer_prune(const PruneSpec& a) {
   sum.hidden_before = m.cfg.hidden;
   sum.hidden_after = pruned.cfg.hidden;
   put_param_counts(sum, count_params(m), count_params(pruned));
+  sum.memory_estimate = mem;
+  if (budget > 0) sum.max_memory_bytes = int64_t(budget);
   sum.calib_ppl_before = found.base_ppl;
   sum.calib_ppl_after = found.steps.empty() ? found.base_ppl : found.steps.back().calib_ppl;
   sum.search_seconds = found.seconds;
@@ -220,12 +233,7 @@ PruneSummary run(const PruneSpec& a) {
   if (po.strategy != Strategy::Block && base == 0 && a.drop_layers < 0) throw UserError("nothing to prune: give --ratio");
 
   const double budget = a.max_memory.empty() ? 0 : parse_byte_size(a.max_memory, "--max-memory");
-  // Refuses, before the pass runs, an estimate over --max-memory; `flags` are the ones that shrink it.
-  auto check_budget = [&](const MemoryEstimate& e, const std::string& flags) {
-    if (budget > 0 && e.total > budget)
-      throw UserError("estimated peak memory " + e.describe() + " exceeds --max-memory " + a.max_memory + " (" +
-                      human_bytes(budget) + "); lower " + flags + " or raise the budget");
-  };
+  auto check_budget = [&](const MemoryEstimate& e, const std::string& flags) { check_memory_budget(e, budget, a.max_memory, flags); };
   auto since = [](std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   };

@@ -93,10 +93,10 @@ json PruneSummary::to_json() const {
   pj["seconds"] = seconds;
   pj["peak_rss_bytes"] = peak_rss_bytes;
   pj["save_seconds"] = save_seconds;
+  pj["memory_estimate"] = memory_estimate.to_json();
+  if (max_memory_bytes > 0) pj["max_memory_bytes"] = max_memory_bytes;
   if (!sublayer) {
     pj["calib_loss"] = calib_loss;
-    pj["memory_estimate"] = memory_estimate.to_json();
-    if (max_memory_bytes > 0) pj["max_memory_bytes"] = max_memory_bytes;
     pj["activations"] = activations;
     pj["compute"] = compute;
     pj["load_seconds"] = load_seconds;
