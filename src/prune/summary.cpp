@@ -42,26 +42,24 @@ json PruneSummary::to_json() const {
   json pj;
   pj["llmprune_version"] = llmprune_version;
   pj["source_model"] = source_model;
-  if (sublayer)
-    pj["settings"] = {{"strategy", s.strategy}, {"importance", s.importance}, {"criterion", s.criterion}, {"ratio", s.ratio},
-                      {"drop_sublayers", s.drop_sublayers}, {"shortlist", s.shortlist}, {"layers", s.layers},
-                      {"calib_sampling", s.calib_sampling}, {"seed", s.seed}};
-  else
-  pj["settings"] = {{"strategy", s.strategy}, {"importance", s.importance}, {"taylor", s.taylor}, {"criterion", s.criterion},
-                    {"group_reduction", s.reduction}, {"attn_ratio", s.attn_ratio}, {"mlp_ratio", s.mlp_ratio},
-                    {"ratio", s.ratio}, {"attn_layers", s.attn_layers}, {"mlp_layers", s.mlp_layers}, {"global", s.global},
-                    {"iterative_steps", s.iterative_steps}, {"round_to", s.round_to}, {"gqa_unit", s.gqa_unit},
-                    {"calib", s.calib}, {"calib_samples", s.calib_samples}, {"calib_seq_len", s.calib_seq_len},
-                    {"calib_sampling", s.calib_sampling}, {"seed", s.seed}, {"allocation", s.allocation},
-                    {"compensate", s.compensate}};
-  if (!s.flap_metric.empty()) pj["settings"]["flap_metric"] = s.flap_metric;
-  if (s.stat_samples > 0) {
-    pj["settings"]["stat_calib"] = s.stat_calib;
-    pj["settings"]["stat_samples"] = s.stat_samples;
-    pj["settings"]["stat_seq_len"] = s.stat_seq_len;
+  // Keys every strategy has, then the sub-block search's or the unit pruning's own
+  // (nlohmann::json objects keep keys sorted: the order written here does not matter).
+  json& st = pj["settings"];
+  st = {{"strategy", s.strategy}, {"importance", s.importance}, {"criterion", s.criterion}, {"ratio", s.ratio},
+        {"calib_sampling", s.calib_sampling}, {"seed", s.seed}};
+  if (sublayer) {
+    st.update({{"drop_sublayers", s.drop_sublayers}, {"shortlist", s.shortlist}, {"layers", s.layers}});
+  } else {
+    st.update({{"taylor", s.taylor}, {"group_reduction", s.reduction}, {"attn_ratio", s.attn_ratio}, {"mlp_ratio", s.mlp_ratio},
+               {"attn_layers", s.attn_layers}, {"mlp_layers", s.mlp_layers}, {"global", s.global},
+               {"iterative_steps", s.iterative_steps}, {"round_to", s.round_to}, {"gqa_unit", s.gqa_unit}, {"calib", s.calib},
+               {"calib_samples", s.calib_samples}, {"calib_seq_len", s.calib_seq_len}, {"allocation", s.allocation},
+               {"compensate", s.compensate}});
   }
-  if (s.damping > 0) pj["settings"]["damping"] = s.damping;
-  if (!s.layer_ratios.empty()) pj["settings"]["layer_ratios"] = s.layer_ratios;
+  if (!s.flap_metric.empty()) st["flap_metric"] = s.flap_metric;
+  if (s.stat_samples > 0) st.update({{"stat_calib", s.stat_calib}, {"stat_samples", s.stat_samples}, {"stat_seq_len", s.stat_seq_len}});
+  if (s.damping > 0) st["damping"] = s.damping;
+  if (!s.layer_ratios.empty()) st["layer_ratios"] = s.layer_ratios;
   json rm = json::array();
   for (const RemovedUnit& u : removed) {
     json x = {{"layer", u.layer}, {"kind", u.kind}, {"index", u.index}, {"score", u.score}};
