@@ -45,7 +45,7 @@ FUZZ_TARGETS ?=
 # every subcommand (its fused-tensor load, save and masking run under ASan in Phi3.*), the
 # ChatGLM-6B v1 run of every subcommand (its PEFT adapter, pruning and forward run under ASan in
 # GlmV1Lora.* and GlmV1.*).
-ASAN_EXCLUDE ?= Interrupt.*KilledAtRandomPoints*:ExperimentScript.*:ModelGoldenSliding.StrideHalfWindow:Report.ChromiumRendersWithoutErrors:LlamaCppClient.*:ChatglmCli.EverySubcommandRuns:Fixtures/ModelGolden.PerplexityOfTestText/llama_bias:LlamaBias.EverySubcommandRuns:DepthCli.*:ComputeBf16.PruneKeepsTheFp32Units*:Phi3Cli.*:GlmV1Cli.*
+ASAN_EXCLUDE ?= Interrupt.*KilledAtRandomPoints*:ExperimentScript.*:ModelGoldenSliding.StrideHalfWindow:Report.ChromiumRendersWithoutErrors:LlamaCppClient.*:ChatglmCli.EverySubcommandRuns:Fixtures/ModelGolden.PerplexityOfTestText/llama_bias:LlamaBias.EverySubcommandRuns:DepthCli.*:ComputeBf16.PruneKeepsTheFp32Units*:Phi3Cli.*:GlmV1Cli.*:Glm4Cli.*
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:strict_init_order=1:check_initialization_order=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizer/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(CURDIR)/tests/sanitizer/ubsan.supp

@@ -182,19 +182,8 @@ TEST(GlmV1, GoldenGradientsAndFisher) {
   opt.per_sample = true;
   BackwardResult res = compute_gradients(m, ids.data(), B, T, opt, sink);
   EXPECT_NEAR(res.loss, g.get("fwd/loss").values[0], 1e-5);
-  int checked = 0;
   // Under the stored names: query_key_value per-head interleaved as THUDM stores it.
-  for (const auto& [name, st] : test::stored_grads(m, sink.grads)) {
-    for (int which = 0; which < 2; which++) {
-      const auto& ref = g.get((which ? "fisher/" : "grad/") + name);
-      const std::vector<double>& got = which ? st.a : st.g;
-      ASSERT_EQ(got.size(), ref.values.size()) << name;
-      double mx = 0;
-      for (double v : ref.values) mx = std::max(mx, std::abs(v));
-      EXPECT_TRUE(golden::allclose(got.data(), ref, 1e-4 * mx, which ? 2e-3 : 1e-3)) << (which ? "fisher " : "grad ") << name;
-    }
-    checked++;
-  }
+  const int checked = test::expect_stored_grads_match_golden(m, sink.grads, g);
   // 2 layers x (2 norms + 2 norm biases + qkv w/b + dense w/b + 2 MLP w/b) + embedding + final norm w/b
   EXPECT_EQ(checked, 2 * 12 + 3);
 }

@@ -413,7 +413,7 @@ TEST(CheckpointErrors, ConfigNotAnObject) {
 
 TEST(CheckpointErrors, UnknownModelType) {
   auto dir = tiny_model("cfg-type", [](json& c) { c["model_type"] = "gpt2"; });
-  expect_info_error(dir, {cj(dir), "model_type 'gpt2' is not supported (llama, mistral, qwen2, chatglm, phi3 are)"});
+  expect_info_error(dir, {cj(dir), "model_type 'gpt2' is not supported (llama, mistral, qwen2, chatglm, phi3, glm, glm4 are)"});
 }
 
 TEST(CheckpointErrors, MissingModelType) {

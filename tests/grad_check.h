@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "arch/arch.h"
+#include "golden.h"
 #include "model/backward.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -83,6 +84,29 @@ inline std::map<std::string, StoredGrad> stored_grads(const Model& m, const std:
     if (it != grads.end()) out[pattern] = {{it->second.g.begin(), it->second.g.end()}, {it->second.a.begin(), it->second.a.end()}};
   }
   return out;
+}
+
+// Every stored tensor's gradient and Fisher diagonal (a per-sample pass) against the golden file's
+// "grad/<stored name>" and "fisher/<stored name>" entries (within 1e-4 of the entry's largest
+// magnitude + 1e-3 relative, Fisher 2e-3); returns how many tensors were compared.
+inline int expect_stored_grads_match_golden(const Model& m, const std::map<std::string, GradStats>& grads,
+                                            const golden::GoldenFile& g) {
+  int checked = 0;
+  for (const auto& [name, st] : stored_grads(m, grads)) {
+    for (int which = 0; which < 2; which++) {
+      const auto& ref = g.get((which ? "fisher/" : "grad/") + name);
+      const std::vector<double>& got = which ? st.a : st.g;
+      if (got.size() != ref.values.size()) {
+        ADD_FAILURE() << name << ": " << got.size() << " values, the golden has " << ref.values.size();
+        continue;
+      }
+      double mx = 0;
+      for (double v : ref.values) mx = std::max(mx, std::abs(v));
+      EXPECT_TRUE(golden::allclose(got.data(), ref, 1e-4 * mx, which ? 2e-3 : 1e-3)) << (which ? "fisher " : "grad ") << name;
+    }
+    checked++;
+  }
+  return checked;
 }
 
 // For each role of layer 0 and each element index: the backward's gradient equals the central

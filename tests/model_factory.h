@@ -1,7 +1,8 @@
 #pragma once
 // Small random models built in memory (Model::from_tensors), for tests that need a specific
 // architecture variant: MHA / GQA, tied embeddings, q/k/v biases, ragged layers, any dtype, any
-// registered family (model_type "chatglm", "phi3": fused tensors in their stored layout).
+// registered family (model_type "chatglm", "phi3": fused tensors in their stored layout; "glm4":
+// its post-sub-block norms).
 //
 //   auto m = llmprune::test::make_random_model(llmprune::test::RandomModelSpec::uniform(2, 4, 2, 48));
 //   spec.layers[1].d_ff = 20;  // ragged
@@ -123,6 +124,8 @@ inline Model make_random_model(const RandomModelSpec& s) {
     if (required(Role::GateBias)) put(Role::GateBias, {F}, s.scale);
     if (required(Role::UpBias)) put(Role::UpBias, {F}, s.scale);
     if (required(Role::DownBias)) put(Role::DownBias, {C}, s.scale);
+    for (Role r : {Role::PostAttnNorm, Role::PostMlpNorm})  // GLM-4-0414's sub-block output norms
+      if (has_role(a, r)) put(r, {C}, s.scale, 1.0f);
     for (const FusedTensor& f : a.fused) {  // a stored tensor = its parts' rows one after another
       if (!roles.count(f.parts.front())) continue;
       std::vector<int64_t> shape = roles.at(f.parts.front()).shape;

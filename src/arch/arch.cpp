@@ -30,6 +30,12 @@ RoleDesc rms_norm_bias_row(const char* name, Role norm) {
   return {name, nullptr, Space::Hidden, Space::None, true, true, true, nullptr, norm};
 }
 
+// The post-sub-block norm rows of a family without them (ResidualDesc::post_norm false): no
+// tensor. GLM-4-0414 sets their patterns.
+RoleDesc absent_post_norm_row(const char* name) {
+  return {name, nullptr, Space::Hidden, Space::None, false, true, false, nullptr};
+}
+
 // Rows in Role order (arch.h).
 ArchDesc make_llama_like(const std::string& family, std::vector<BiasSwitch> biases, const std::string& hf_remote_classes) {
   ArchDesc a;
@@ -55,6 +61,8 @@ ArchDesc make_llama_like(const std::string& family, std::vector<BiasSwitch> bias
       {"down_bias", "model.layers.%d.mlp.down_proj.bias", Space::Hidden, Space::None, true, false, true, "blk.%d.ffn_down", Role::Down},
       rms_norm_bias_row("attn_norm_bias", Role::AttnNorm),
       rms_norm_bias_row("mlp_norm_bias", Role::MlpNorm),
+      absent_post_norm_row("post_attn_norm"),
+      absent_post_norm_row("post_mlp_norm"),
   }};
   a.global = {{
       {"embed", "model.embed_tokens.weight", Space::Vocab, Space::Hidden, false, false, false, "token_embd"},
@@ -103,6 +111,8 @@ ArchDesc make_chatglm() {
       {"down_bias", "transformer.encoder.layers.%d.mlp.dense_4h_to_h.bias", H, N, true, false, true, "blk.%d.ffn_down", Role::Down},
       rms_norm_bias_row("attn_norm_bias", Role::AttnNorm),
       rms_norm_bias_row("mlp_norm_bias", Role::MlpNorm),
+      absent_post_norm_row("post_attn_norm"),
+      absent_post_norm_row("post_mlp_norm"),
   }};
   a.global = {{
       {"embed", "transformer.embedding.word_embeddings.weight", Space::Vocab, H, false, false, false, "token_embd"},
@@ -254,6 +264,8 @@ ArchDesc make_chatglm_v1() {
       {"down_bias", "transformer.layers.%d.mlp.dense_4h_to_h.bias", H, N, true, false, true, nullptr, Role::Down},
       {"attn_norm_bias", "transformer.layers.%d.input_layernorm.bias", H, N, true, true, true, nullptr, Role::AttnNorm},
       {"mlp_norm_bias", "transformer.layers.%d.post_attention_layernorm.bias", H, N, true, true, true, nullptr, Role::MlpNorm},
+      absent_post_norm_row("post_attn_norm"),
+      absent_post_norm_row("post_mlp_norm"),
   }};
   a.global = {{
       {"embed", "transformer.word_embeddings.weight", Space::Vocab, H, false, false, false, nullptr},
@@ -297,7 +309,7 @@ ArchDesc make_chatglm_v1() {
   a.mlp = MlpKind::GeluTanh;
   a.rotary = {RotaryPairing::Glm2D, 1, 1, true};
   a.positions = PositionKind::GlmBlocks;
-  a.residual = {true, std::sqrt(2.0 * 28)};
+  a.residual = {true, std::sqrt(2.0 * 28), false};
   // v1's SentencePiece model (ice_text.model) holds [MASK] [gMASK] [sMASK] <unused_0> <sop> <eop>
   // as pieces itself: nothing is appended. THUDM's build_inputs_with_special_tokens puts
   // [gMASK] <sop> at the END of a prompt (ids + [gMASK, sop]); the reply follows <sop>.
@@ -308,6 +320,23 @@ ArchDesc make_chatglm_v1() {
   a.tokenizer.escapes = {"<n>", "<|tab|>", "<|blank_", "|>", 80};
   a.gguf_arch = nullptr;  // llama.cpp has no ChatGLM-6B v1 graph (LayerNorm+bias, GELU, 2D RoPE, alpha residual)
   a.gguf_refusal = "llama.cpp has no graph for ChatGLM-6B v1 (LayerNorm with bias, GELU, 2D rotary, scaled normalised residual)";
+  a.gguf_ragged = false;
+  a.gguf_permute_qk = false;
+  return a;
+}
+
+// GLM-4-0414 (transformers' Glm4ForCausalLM, model_type "glm4"; CHATGLM.md §3.3): the "glm" block
+// whose two sub-block outputs are each RMS-normalised before the residual add
+// (ResidualDesc::post_norm; post_attention_layernorm stays the pre-MLP norm).
+ArchDesc make_glm4() {
+  ArchDesc a = make_glm();
+  a.family = "glm4";
+  a.layer[size_t(Role::PostAttnNorm)].pattern = "model.layers.%d.post_self_attn_layernorm.weight";
+  a.layer[size_t(Role::PostMlpNorm)].pattern = "model.layers.%d.post_mlp_layernorm.weight";
+  a.residual.post_norm = true;
+  // The pinned llama.cpp (node-llama-cpp 3.21.1) has a glm4 graph; llmprune's export to it (its
+  // tensor names for the post-norms, the rope keys) is not written and proven yet.
+  a.gguf_refusal = "GLM-4-0414: llmprune does not write llama.cpp's glm4 layout yet";
   a.gguf_ragged = false;
   a.gguf_permute_qk = false;
   return a;
@@ -331,13 +360,15 @@ const std::vector<Entry>& registry() {
   static const ArchDesc chatglm_v1 = make_chatglm_v1();
   static const ArchDesc phi3 = make_phi3();
   static const ArchDesc glm = make_glm();
+  static const ArchDesc glm4 = make_glm4();
   static const std::vector<Entry> entries = {{"llama", &llama, {}},
                                              {"mistral", &mistral, {}},
                                              {"qwen2", &qwen2, {}},
                                              {"chatglm", &chatglm_v1, {"position_encoding_2d", "inner_hidden_size"}},
                                              {"chatglm", &chatglm, {}},
                                              {"phi3", &phi3, {}},
-                                             {"glm", &glm, {}}};
+                                             {"glm", &glm, {}},
+                                             {"glm4", &glm4, {}}};
   return entries;
 }
 
@@ -355,8 +386,9 @@ const ArchDesc& select_arch(const std::string& model_type, const nlohmann::json*
           return *e.desc;
       continue;
     }
-    if (known.find(e.model_type) == std::string::npos) known += (known.empty() ? "" : ", ") + std::string(e.model_type);
   }
+  // Whole names ("glm" is inside "chatglm": a substring test left it out of the list).
+  for (const std::string& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;
   throw input_error(config_file, "model_type '" + model_type + "' is not supported (" + known + " are)");
 }
 }  // namespace
@@ -444,7 +476,7 @@ const std::vector<Role>& matrix_roles() {
 bool is_attention_role(Role r) {
   switch (r) {
     case Role::AttnNorm: case Role::AttnNormBias: case Role::Q: case Role::QBias: case Role::K: case Role::KBias: case Role::V: case Role::VBias:
-    case Role::O: case Role::OBias: return true;
+    case Role::O: case Role::OBias: case Role::PostAttnNorm: return true;
     default: return false;
   }
 }

@@ -20,12 +20,14 @@
 namespace llmprune {
 
 // Per-layer tensor roles, in execution order, then the biases added later (o, gate, up, down,
-// then the LayerNorm biases): appended so that role numbers, which seed LoRA's initialisation
-// and dropout, stay put.
+// then the LayerNorm biases), then the norms of the sub-block outputs (GLM-4-0414's
+// post_self_attn_layernorm / post_mlp_layernorm, ResidualDesc::post_norm): appended so that role
+// numbers, which seed LoRA's initialisation and dropout, stay put.
 enum class Role : int {
   AttnNorm, Q, QBias, K, KBias, V, VBias, O, MlpNorm, Gate, Up, Down,
   OBias, GateBias, UpBias, DownBias,
   AttnNormBias, MlpNormBias,
+  PostAttnNorm, PostMlpNorm,
   Count
 };
 constexpr int kNumLayerRoles = int(Role::Count);
@@ -125,9 +127,13 @@ enum class PositionKind {
 // The residual connection of a block: out = scale * (normalised input if from_normed, else the
 // input) + sub-block(normalised input). ChatGLM-6B v1: from the normalised input, scaled by
 // alpha = sqrt(2 * 28) (hard-coded in THUDM's GLMBlock, whatever num_layers says).
+// post_norm (GLM-4-0414): each sub-block's output is normalised (RMSNorm, the model's eps,
+// weights Role::PostAttnNorm / Role::PostMlpNorm) before it is added:
+//   h = x + post_attn_norm(attn(attn_norm(x))),  out = h + post_mlp_norm(mlp(mlp_norm(h))).
 struct ResidualDesc {
   bool from_normed = false;
   double scale = 1.0;
+  bool post_norm = false;
 };
 
 // config.json keys. Each list is tried in order; reading takes the first present, writing updates

@@ -1,8 +1,8 @@
 // The block-level kernel pairs (llm.c's shape): a decoder block's forward and backward, and the
 // head's, side by side, so that each forward step's gradient sits next to the step. A family's
 // behaviour comes from its ArchDesc: norm kind (RMS / LayerNorm with bias), MLP kind (SwiGLU /
-// GELU-tanh), rotary (RopeTables), residual (pre-norm x + f(norm(x)), or GLM v1's alpha *
-// norm(x) + f(norm(x))), positions and mask (TokenLayout). Every arithmetic loop is a kernel.
+// GELU-tanh), rotary (RopeTables), residual (pre-norm x + f(norm(x)), GLM v1's alpha *
+// norm(x) + f(norm(x)), or GLM-4-0414's x + post_norm(f(norm(x)))), positions and mask (TokenLayout). Every arithmetic loop is a kernel.
 #include <cstring>
 
 #include "core/error.h"
@@ -106,6 +106,15 @@ void Runner::block_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   };
 
   const float eps = float(m_.cfg.rms_eps);
+  // Post-norm (GLM-4-0414): the sub-block's output y [N,C] is kept (acts) and RMS-normalised
+  // into yn before the residual add.
+  const bool post_norm = arch.residual.post_norm;
+  if (post_norm) { sz(a.attn_out, NC); sz(a.mlp_out, NC); sz(a.post_rstd1, size_t(N)); sz(a.post_rstd2, size_t(N)); }
+  auto add_output = [&](const float* xn, const float* y, Role norm, float* rstd, float* yn) {
+    if (!post_norm) return add_residual(xn, y);
+    k::rmsnorm_forward(yn, rstd, y, w[norm], N, C, eps);
+    add_residual(xn, yn);
+  };
   // A removed sub-block (0 heads / 0 MLP width, or masked by skip_sublayers) adds nothing to
   // the residual stream: BlockPruner's MaskedLlamaDecoderLayer skips the norm with it.
   if (has_attention(l)) {
@@ -141,11 +150,12 @@ void Runner::block_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
       k::attention_forward(a.att.data(), acts ? a.probs.data() : nullptr, a.q.data(), a.k.data(), a.v.data(), B, T, T, 0,
                            H, KVH, D, KD, p.prefix);
     }
-    // o_proj's output goes into xn2, which is recomputed below (its value is saved in acts when needed).
-    std::vector<float>& proj = a.xn2;
+    // o_proj's output goes into xn2, which is recomputed below (post-norm: into attn_out, kept,
+    // and its normalised value into xn2).
+    std::vector<float>& proj = post_norm ? a.attn_out : a.xn2;
     project(w, Role::O, Role::OBias, proj.data(), a.att.data(), N, QD, C);
     if (hook_) hook_->forward(l, Role::O, a.att.data(), proj.data(), N, QD, C);
-    add_residual(a.xn1.data(), proj.data());
+    add_output(a.xn1.data(), proj.data(), Role::PostAttnNorm, a.post_rstd1.data(), a.xn2.data());
   }
   if (acts) std::memcpy(a.x_mid.data(), x, sizeof(float) * NC);
   if (!has_mlp(l)) return;
@@ -161,12 +171,14 @@ void Runner::block_forward(int l, const LayerF32& w, float* x, int B, int T, KVC
   }
   if (gated) k::swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), size_t(N) * F);
   else k::gelu_tanh_forward(a.h.data(), a.up.data(), size_t(N) * F);
-  // The MLP output goes into a scratch row block, then the residual add.
-  std::vector<float>& out = scratch_.x_mid;
-  sz(out, NC);
+  // The MLP output goes into a scratch row block (post-norm: into mlp_out, kept, and its
+  // normalised value into the scratch), then the residual add.
+  std::vector<float>& normed_out = scratch_.x_mid;
+  sz(normed_out, NC);
+  std::vector<float>& out = post_norm ? a.mlp_out : normed_out;
   project(w, Role::Down, Role::DownBias, out.data(), a.h.data(), N, F, C);
   if (hook_) hook_->forward(l, Role::Down, a.h.data(), out.data(), N, F, C);
-  add_residual(a.xn2.data(), out.data());
+  add_output(a.xn2.data(), out.data(), Role::PostMlpNorm, a.post_rstd2.data(), normed_out.data());
 }
 
 void Runner::block_backward(int l, const LayerF32& w, const float* x_in, const LayerActs& acts, float* dx, int B, int T,
@@ -176,7 +188,6 @@ void Runner::block_backward(int l, const LayerF32& w, const float* x_in, const L
   const int N = B * T, QD = H * D, KD = KVH * D;
   const size_t NC = size_t(N) * C;
   const ArchDesc& arch = *m_.arch;
-  const bool layer_norm = arch.norm == NormKind::LayerNorm;
   const bool gated = arch.mlp == MlpKind::SwiGLU;
   const bool normed_residual = arch.residual.from_normed;
   const float res_scale = float(arch.residual.scale);
@@ -205,9 +216,11 @@ void Runner::block_backward(int l, const LayerF32& w, const float* x_in, const L
     });
   };
   // A norm's input gradient into dinp and its weight (and LayerNorm bias) gradients, from the
-  // gradient dxn of its output; xin is its input, mean/rstd its row statistics.
+  // gradient dxn of its output; xin is its input, mean/rstd its row statistics. bias ==
+  // Role::Count: an RMSNorm whatever the family's norm (the post-norms).
   auto norm_grad = [&](float* dinp, Role norm, Role bias, const float* dxn, const float* xin, const float* mean,
                        const float* rs) {
+    const bool layer_norm = arch.norm == NormKind::LayerNorm && bias != Role::Count;
     if (layer_norm) k::layernorm_backward(dinp, nullptr, nullptr, dxn, xin, w[norm], mean, rs, N, C);
     else k::rmsnorm_backward(dinp, nullptr, dxn, xin, w[norm], rs, N, C);
     if (!stats) return;
@@ -222,16 +235,28 @@ void Runner::block_backward(int l, const LayerF32& w, const float* x_in, const L
     }
   };
 
-  // MLP: x_out = x_mid + down(act(xn2)), xn2 = norm(x_mid) (GLM v1: x_out = scale * xn2 + ...).
+  // Post-norm (GLM-4-0414): the gradient dy of a sub-block's output y from that of its
+  // normalised value, which is the residual's gradient; without post-norm it is that gradient.
+  const bool post_norm = arch.residual.post_norm;
+  auto sub_block_grad = [&](const float* dres, Role norm, const float* y, const float* rs) -> const float* {
+    if (!post_norm) return dres;
+    float* dy = zeroed(buf.dsub, NC);
+    norm_grad(dy, norm, Role::Count, dres, y, nullptr, rs);
+    return dy;
+  };
+
+  // MLP: x_out = x_mid + down(act(xn2)), xn2 = norm(x_mid) (GLM v1: x_out = scale * xn2 + ...;
+  // GLM-4-0414: x_out = x_mid + post_norm(down(...))).
   // dmid = the gradient of x_mid; a removed sub-block passes the gradient straight through.
   if (buf.dmid.size() < NC) buf.dmid.resize(NC);
   float* dmid = buf.dmid.data();
   std::memcpy(dmid, dx, sizeof(float) * NC);
   if (has_mlp(l)) {
+    const float* dout = sub_block_grad(dx, Role::PostMlpNorm, acts.mlp_out.data(), acts.post_rstd2.data());
     float* dh = zeroed(buf.dh, size_t(N) * F);
-    input_grad(dh, Role::Down, dx, F, C);
-    weight_grad(Role::Down, dx, acts.h.data(), F, C, dh);
-    bias_grad(Role::DownBias, dx, C);
+    input_grad(dh, Role::Down, dout, F, C);
+    weight_grad(Role::Down, dout, acts.h.data(), F, C, dh);
+    bias_grad(Role::DownBias, dout, C);
     float* dup = zeroed(buf.dup, size_t(N) * F);
     float* dgate = gated ? zeroed(buf.dgate, size_t(N) * F) : nullptr;
     if (gated) k::swiglu_backward(dgate, dup, dh, acts.gate.data(), acts.up.data(), size_t(N) * F);
@@ -252,10 +277,11 @@ void Runner::block_backward(int l, const LayerF32& w, const float* x_in, const L
   // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x_in).
   std::memcpy(dx, dmid, sizeof(float) * NC);
   if (!has_attention(l)) return;
+  const float* dproj = sub_block_grad(dmid, Role::PostAttnNorm, acts.attn_out.data(), acts.post_rstd1.data());
   float* datt = zeroed(buf.datt, size_t(N) * QD);
-  input_grad(datt, Role::O, dmid, QD, C);
-  weight_grad(Role::O, dmid, acts.att.data(), QD, C, datt);
-  bias_grad(Role::OBias, dmid, C);
+  input_grad(datt, Role::O, dproj, QD, C);
+  weight_grad(Role::O, dproj, acts.att.data(), QD, C, datt);
+  bias_grad(Role::OBias, dproj, C);
   float* dq = zeroed(buf.dq, size_t(N) * QD);
   float* dk = zeroed(buf.dk, size_t(N) * KD);
   float* dv = zeroed(buf.dv, size_t(N) * KD);

@@ -95,6 +95,9 @@ struct LayerActs {
   std::vector<float> x_mid;             // residual after attention [N,C]
   std::vector<float> xn2, rstd2;        // MLP-norm output [N,C], [N]
   std::vector<float> gate, up, h;       // [N,F] each; h = silu(gate)*up (GeluTanh: gelu(up), no gate)
+  // ResidualDesc::post_norm only: the sub-block outputs before their norms [N,C] and the norms'
+  // row statistics [N].
+  std::vector<float> attn_out, mlp_out, post_rstd1, post_rstd2;
 };
 
 // Gradients of one block's input and weights (Runner::block_backward): the work buffers, reused
@@ -103,6 +106,7 @@ struct BlockGradBuffers {
   std::vector<float> dmid;              // gradient of the residual between attention and MLP [N,C]
   std::vector<float> dh, dgate, dup;    // MLP [N,F]
   std::vector<float> dxn1, dxn2;        // norm outputs [N,C]
+  std::vector<float> dsub;              // ResidualDesc::post_norm: a sub-block's output before its norm [N,C]
   std::vector<float> datt, dq, dk, dv;  // attention [N,H*D], [N,H*D], [N,KVH*D], [N,KVH*D]
 };
 

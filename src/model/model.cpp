@@ -259,11 +259,14 @@ void Model::validate_and_derive_sizes(const std::string& source) {
       expect(L[Role::Up], nm(Role::Up), {ff, C});
       expect(L[Role::Down], nm(Role::Down), {C, ff});
     }
-    // A bias has one entry per output row of its projection.
+    // A bias has one entry per output row of its projection; the post-sub-block norms one per
+    // hidden channel.
     for (int r = 0; r < kNumLayerRoles; r++) {
       const RoleDesc& d = role_desc(*arch, Role(r));
       if (d.is_bias && !L.w[size_t(r)].empty()) expect(L.w[size_t(r)], nm(Role(r)), {L[d.bias_of].dim(0)});
     }
+    for (Role r : {Role::PostAttnNorm, Role::PostMlpNorm})
+      if (!L[r].empty()) expect(L[r], nm(r), {C});
     cfg.layers[l] = lc;
   }
 }
@@ -353,12 +356,15 @@ ParamCounts count_params(const Model& m) {
   p.lm_head = m.cfg.tied ? 0 : m.global[size_t(GlobalRole::LmHead)].numel();
   p.norms = m.final_norm().numel() + (m.final_norm_bias().empty() ? 0 : m.final_norm_bias().numel());
   for (auto& L : m.layers) {
-    for (Role r : {Role::AttnNorm, Role::MlpNorm, Role::AttnNormBias, Role::MlpNormBias})
-      if (!L[r].empty()) p.norms += L[r].numel();  // absent in a layer without that sub-block
-    // Projections and their biases: attention's are those with a head axis.
+    // Norms (and LayerNorm biases) are absent in a layer without their sub-block; projections
+    // and their biases: attention's are those with a head axis.
     for (int r = 0; r < kNumLayerRoles; r++) {
       const RoleDesc& d = role_desc(*m.arch, Role(r));
-      if (d.is_norm || L.w[size_t(r)].empty()) continue;
+      if (L.w[size_t(r)].empty()) continue;
+      if (d.is_norm) {
+        p.norms += L.w[size_t(r)].numel();
+        continue;
+      }
       const RoleDesc& mat = d.is_bias ? role_desc(*m.arch, d.bias_of) : d;
       const bool heads = mat.axis0 == Space::QHeads || mat.axis0 == Space::KVHeads || mat.axis1 == Space::QHeads;
       (heads ? p.attention : p.mlp) += L.w[size_t(r)].numel();

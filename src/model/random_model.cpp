@@ -92,6 +92,8 @@ std::vector<RandomSpec> random_specs(const ModelConfig& cfg, uint64_t seed) {
       const Space rows = role_desc(a, d.bias_of).axis0;
       put(Role(r), {rows == Space::QHeads ? QD : rows == Space::KVHeads ? KD : rows == Space::Mlp ? F : C}, false);
     }
+    for (Role r : {Role::PostAttnNorm, Role::PostMlpNorm})  // GLM-4-0414's sub-block output norms
+      if (has_role(a, r)) put(r, {C}, true);
   }
   return out;
 }

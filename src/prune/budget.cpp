@@ -66,11 +66,14 @@ MemoryEstimate estimate_prune_memory(const Model& m, const PruneShape& s) {
     layer_big = std::max(layer_big, n);
     const LayerConfig& lc = m.cfg.layers[l];
     const double QD = lc.q_dim(), KD = lc.kv_dim(), F = lc.d_ff;
-    // LayerActs of one layer: xn1 xn2 x_mid, q att, k v, gate up h, rstd1 rstd2, probs.
-    const double acts = f * (3 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * F + 2 * N + double(s.B) * lc.n_head * double(s.T) * s.T);
-    // The backward's temporaries (dmid dx dxn1 dxn2 xcur, dh dgate dup, datt dq, dk dv), the
-    // head's x xn dxn and the Runner's MLP output row block.
-    const double bwd = f * (5 * N * C + 3 * N * F + 2 * N * QD + 2 * N * KD + 3 * N * C + N * C);
+    // LayerActs of one layer: xn1 xn2 x_mid, q att, k v, gate up h, rstd1 rstd2, probs; with
+    // post-norms (GLM-4-0414) also attn_out mlp_out and their rstd.
+    const double post = m.arch->residual.post_norm ? 2 * N * C + 2 * N : 0;
+    const double acts = f * (3 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * F + 2 * N + post + double(s.B) * lc.n_head * double(s.T) * s.T);
+    // The backward's temporaries (dmid dx dxn1 dxn2 xcur, dh dgate dup, datt dq, dk dv; post-norm:
+    // dsub), the head's x xn dxn and the Runner's MLP output row block.
+    const double dsub = m.arch->residual.post_norm ? N * C : 0;
+    const double bwd = f * (5 * N * C + 3 * N * F + 2 * N * QD + 2 * N * KD + 3 * N * C + N * C + dsub);
     // Recomputing: the Runner's scratch (forward) and the recomputed LayerActs, one layer each.
     work_big = std::max(work_big, bwd + (s.keep_activations ? 0 : 2 * acts));
     if (int(l) >= lowest) {
@@ -159,8 +162,10 @@ MemoryEstimate estimate_statistics_memory(const Model& m, int S, int T, int chun
     layer_big = std::max(layer_big, n);
     const LayerConfig& lc = m.cfg.layers[l];
     const double QD = lc.q_dim(), KD = lc.kv_dim(), F = lc.d_ff;
-    // One chunk through the layer (the Runner's scratch): normed input, q/att, k/v, gate/up/h, probs.
-    acts = std::max(acts, f * (3 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * F + N * lc.n_head * double(T)));
+    // One chunk through the layer (the Runner's scratch): normed input, q/att, k/v, gate/up/h,
+    // probs; post-norm families also the sub-block outputs before their norms.
+    const double post = m.arch->residual.post_norm ? 2 * N * C + 2 * N : 0;
+    acts = std::max(acts, f * (3 * N * C + 2 * N * QD + 2 * N * KD + 3 * N * F + post + N * lc.n_head * double(T)));
     if (!compensate) continue;
     for (double in : {QD, F}) {
       // refit_projection in double: the Gram matrix [in, in], the kept block [k, k], W [C, in],
