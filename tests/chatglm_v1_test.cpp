@@ -157,16 +157,7 @@ golden::GoldenFile load_golden() {
 TEST(GlmV1, GoldenLogitsAndLoss) {
   auto g = load_golden();
   Model m = Model::load(test::fixture_model(kModel));
-  const auto& gi = g.get("fwd/ids");
-  std::vector<int32_t> ids(gi.values.begin(), gi.values.end());
-  const int B = int(gi.shape[0]), T = int(gi.shape[1]);
-  Runner r(m);
-  std::vector<float> logits(size_t(B) * T * m.cfg.vocab);
-  r.forward(ids.data(), B, T, logits.data());
-  std::vector<double> got(logits.begin(), logits.end());
-  EXPECT_TRUE(golden::allclose(got.data(), g.get("fwd/logits"), 2e-5, 1e-4));
-  NllResult n = sequence_nll(r, ids.data(), B, T);
-  EXPECT_NEAR(n.nll_sum / double(n.count), g.get("fwd/loss").values[0], 1e-5);
+  test::expect_golden_logits_and_loss(m, g, 2e-5, 1e-4);
 }
 
 using test::CollectSink;

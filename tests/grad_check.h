@@ -86,6 +86,21 @@ inline std::map<std::string, StoredGrad> stored_grads(const Model& m, const std:
   return out;
 }
 
+// The logits and mean loss of the golden file's "fwd/ids" [B, T] against "fwd/logits" (within
+// atol / rtol) and "fwd/loss" (1e-5).
+inline void expect_golden_logits_and_loss(const Model& m, const golden::GoldenFile& g, double atol, double rtol) {
+  const auto& gi = g.get("fwd/ids");
+  std::vector<int32_t> ids(gi.values.begin(), gi.values.end());
+  const int B = int(gi.shape[0]), T = int(gi.shape[1]);
+  Runner r(m);
+  std::vector<float> logits(size_t(B) * T * m.cfg.vocab);
+  r.forward(ids.data(), B, T, logits.data());
+  std::vector<double> got(logits.begin(), logits.end());
+  EXPECT_TRUE(golden::allclose(got.data(), g.get("fwd/logits"), atol, rtol));
+  NllResult n = sequence_nll(r, ids.data(), B, T);
+  EXPECT_NEAR(n.nll_sum / double(n.count), g.get("fwd/loss").values[0], 1e-5);
+}
+
 // Every stored tensor's gradient and Fisher diagonal (a per-sample pass) against the golden file's
 // "grad/<stored name>" and "fisher/<stored name>" entries (within 1e-4 of the entry's largest
 // magnitude + 1e-3 relative, Fisher 2e-3); returns how many tensors were compared.

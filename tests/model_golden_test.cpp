@@ -36,16 +36,7 @@ class ModelGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ModelGolden, LogitsAndLoss) {
   auto g = load_golden(GetParam());
-  Model m = Model::load(test::fixture_model(GetParam()));
-  auto ids = ids_of(g.get("fwd/ids"));
-  const int B = int(g.get("fwd/ids").shape[0]), T = int(g.get("fwd/ids").shape[1]);
-  Runner r(m);
-  std::vector<float> logits(size_t(B) * T * m.cfg.vocab);
-  r.forward(ids.data(), B, T, logits.data());
-  std::vector<double> got(logits.begin(), logits.end());
-  EXPECT_TRUE(golden::allclose(got.data(), g.get("fwd/logits"), 2e-4, 1e-3));
-  NllResult n = sequence_nll(r, ids.data(), B, T);
-  EXPECT_NEAR(n.nll_sum / double(n.count), g.get("fwd/loss").values[0], 1e-5);
+  test::expect_golden_logits_and_loss(Model::load(test::fixture_model(GetParam())), g, 2e-4, 1e-3);
 }
 
 TEST_P(ModelGolden, PerplexityOfTestText) {
