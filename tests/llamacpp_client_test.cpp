@@ -273,5 +273,47 @@ TEST(LlamaCppClient, NodeLlamaCppAgreesWithLlmprune) {
   }
 }
 
+// ChatGLM3 (kjv-chatglm3, THUDM's format) exported as llama.cpp's chatglm: the file loads (its
+// SentencePiece vocabulary has the piece "eop", which the appended special "eop" would repeat:
+// llama.cpp aborts on a repeated token string, so the special is written "<eop>") and llama.cpp's
+// next-token log-probabilities over [gMASK] sop + 120 tokens of kjv.test.txt equal llmprune's.
+TEST(LlamaCppClient, ChatglmGgufAgreesWithLlmprune) {
+  const std::string missing = missing_client();
+  if (missing.rfind("skip: ", 0) == 0) GTEST_SKIP() << "node-llama-cpp not available: " << missing.substr(6);
+  ASSERT_TRUE(missing.empty()) << missing.substr(6);
+  const fs::path model_dir = test::fixture_model("kjv-chatglm3");
+  Model m = Model::load(model_dir);
+  auto tok = load_tokenizer_for_model(model_dir);  // [gMASK] sop, then SentencePiece alone
+  std::string text;
+  {
+    std::ifstream in(test::fixture_text("kjv.test.txt"));
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::vector<int32_t> score_ids = tok->prefix_ids();
+  for (int32_t id : tok->encode(text.substr(0, 1200))) score_ids.push_back(id);
+  score_ids.resize(std::min<size_t>(score_ids.size(), 120));
+  const fs::path dir = test::temp_dir("glm-gguf");
+  const fs::path file = dir / "chatglm3.gguf";
+  export_gguf(m, tok.get(), file, DType::F32);
+  EXPECT_EQ(gguf::GGUFFile::open(file.string()).get_string("general.architecture"), "chatglm");
+  json req = {{"runs", json::array({json{{"model", file.string()}, {"strings", json::array({"In the beginning"})},
+                                          {"prompt", "In the beginning"}, {"prompt_tokens", score_ids},
+                                          {"n_predict", 4}, {"score_tokens", score_ids}}})}};
+  atomic_write_file(dir / "request.json", req.dump());
+  const int rc = shell("cd '" + client_dir().string() + "' && timeout 300 node check_gguf.mjs < '" + (dir / "request.json").string() +
+                       "' > '" + (dir / "result.json").string() + "' 2> '" + (dir / "stderr.txt").string() + "'");
+  ASSERT_EQ(rc, 0) << read_text_file((dir / "stderr.txt").string());
+  const json r = json::parse(read_text_file((dir / "result.json").string()))["runs"][0];
+  EXPECT_EQ(r["distribution_size"], m.cfg.vocab);
+  auto theirs = r["logprobs"].get<std::vector<double>>();
+  auto mine = llmprune_logprobs(m, score_ids);
+  ASSERT_EQ(theirs.size(), mine.size());
+  double max_rel = 0;
+  for (size_t i = 0; i < mine.size(); i++)
+    max_rel = std::max(max_rel, std::fabs(mine[i] - theirs[i]) / std::max(1.0, std::fabs(mine[i])));
+  std::printf("chatglm3 f32: max per-token |dlogp|/max(1,|logp|) %.1e over %zu tokens\n", max_rel, mine.size());
+  EXPECT_LT(max_rel, 1e-3);
+}
+
 }  // namespace
 }  // namespace llmprune

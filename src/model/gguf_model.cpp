@@ -250,6 +250,20 @@ void write_vocab(GGUFWriter& w, const VocabMeta& vm, int64_t n_vocab, const std:
     v.scores.push_back(-1000.0f);
     v.types.push_back(int32_t(TokenType::kUnused));
   }
+  // llama.cpp requires every token string to be unique (its loader asserts it and aborts). A
+  // family's appended special can spell a piece the SentencePiece model already has (ChatGLM's
+  // "eop" in a vocabulary with the piece "eop"): the later, control one is written as "<eop>"
+  // (GLM-4's spelling), or with its id, so the ids stay as they are.
+  std::set<std::string> seen;
+  for (size_t i = 0; i < v.tokens.size(); i++) {
+    if (seen.insert(v.tokens[i]).second) continue;
+    if (v.types[i] != int32_t(TokenType::kControl) && v.types[i] != int32_t(TokenType::kUnused))
+      throw input_error(where, "the vocabulary has the token '" + v.tokens[i] + "' twice (id " + std::to_string(i) + ")");
+    std::string unique = "<" + v.tokens[i] + ">";
+    if (seen.count(unique)) unique = "[" + v.tokens[i] + "#" + std::to_string(i) + "]";
+    v.tokens[i] = unique;
+    seen.insert(unique);
+  }
   w.set("tokenizer.ggml.model", v.model);
   w.set("tokenizer.ggml.pre", v.pre.empty() ? std::string("default") : v.pre);
   w.set("tokenizer.ggml.tokens", Value::array_of(v.tokens));
