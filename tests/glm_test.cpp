@@ -19,6 +19,7 @@
 #include "arch/arch.h"
 #include "core/error.h"
 #include "graph/groups.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/backward.h"
 #include "model/forward.h"
@@ -221,16 +222,27 @@ TEST(GlmCli, EverySubcommandRuns) {
   auto model_dir = dir / "glm-tiny";
   std::filesystem::create_directories(model_dir);
   // The phi3-tiny fixture's 4096-piece SentencePiece tokenizer (trained on kjv.train.txt).
-  save_model_files(test::make_random_model(spec("glm", 4096)), model_dir, DType::BF16, "");
+  auto s = spec("glm", 4096);
+  s.head_dim = 8;  // heads x head size = hidden, as llama.cpp's chatglm graph needs for the GGUF below
+  save_model_files(test::make_random_model(s), model_dir, DType::BF16, "");
   std::filesystem::copy_file(test::fixture_model("phi3-tiny") / "tokenizer.model", model_dir / "tokenizer.model");
   const std::string model = model_dir.string();
-  test::run_every_subcommand(model, dir, {"glm", "k_proj.weight",
-                                          {"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"},
-                                          "model.layers.0.mlp.gate_up_proj.weight", kIds});
-  auto gguf = test::run_cli("export " + model + " --gguf " + (dir / "x.gguf").string());
-  EXPECT_EQ(gguf.exit_code, 2);
-  EXPECT_NE(gguf.err.find("convert_hf_to_gguf.py"), std::string::npos) << gguf.err;
-  EXPECT_FALSE(std::filesystem::exists(dir / "x.gguf"));
+  const auto p = test::run_every_subcommand(model, dir, {"glm", "k_proj.weight",
+                                                         {"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"},
+                                                         "model.layers.0.mlp.gate_up_proj.weight", kIds});
+  // GGUF as llama.cpp's converter writes GLM (llama.cpp's own check: LlamaCppClient.GlmGguf*):
+  // architecture chatglm, q/k/v apart, ffn_up = gate_up_proj; uniform models only.
+  test::cli_ok("export " + model + " --gguf " + (dir / "x.gguf").string());
+  gguf::GGUFFile gf = gguf::GGUFFile::open((dir / "x.gguf").string());
+  EXPECT_EQ(gf.get_string("general.architecture"), "chatglm");
+  EXPECT_EQ(gf.get_uint("chatglm.rope.dimension_count"), 4u);
+  EXPECT_NE(gf.find_tensor("blk.1.attn_q.bias"), nullptr);
+  EXPECT_NE(gf.find_tensor("blk.1.ffn_up.weight"), nullptr);
+  EXPECT_EQ(gf.find_tensor("blk.1.ffn_gate.weight"), nullptr);
+  auto ragged = test::run_cli("export " + p.pruned.string() + " --gguf " + (dir / "r.gguf").string());
+  EXPECT_EQ(ragged.exit_code, 2);
+  EXPECT_NE(ragged.err.find("takes one head count and MLP width"), std::string::npos) << ragged.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "r.gguf"));
 }
 
 }  // namespace

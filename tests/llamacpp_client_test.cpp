@@ -22,6 +22,7 @@
 #include "model/model.h"
 #include "prune/depth.h"
 #include "prune/surgery.h"
+#include "model_factory.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -273,29 +274,14 @@ TEST(LlamaCppClient, NodeLlamaCppAgreesWithLlmprune) {
   }
 }
 
-// ChatGLM3 (kjv-chatglm3, THUDM's format) exported as llama.cpp's chatglm: the file loads (its
-// SentencePiece vocabulary has the piece "eop", which the appended special "eop" would repeat:
-// llama.cpp aborts on a repeated token string, so the special is written "<eop>") and llama.cpp's
-// next-token log-probabilities over [gMASK] sop + 120 tokens of kjv.test.txt equal llmprune's.
-TEST(LlamaCppClient, ChatglmGgufAgreesWithLlmprune) {
-  const std::string missing = missing_client();
-  if (missing.rfind("skip: ", 0) == 0) GTEST_SKIP() << "node-llama-cpp not available: " << missing.substr(6);
-  ASSERT_TRUE(missing.empty()) << missing.substr(6);
-  const fs::path model_dir = test::fixture_model("kjv-chatglm3");
-  Model m = Model::load(model_dir);
-  auto tok = load_tokenizer_for_model(model_dir);  // [gMASK] sop, then SentencePiece alone
-  std::string text;
-  {
-    std::ifstream in(test::fixture_text("kjv.test.txt"));
-    text.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  std::vector<int32_t> score_ids = tok->prefix_ids();
-  for (int32_t id : tok->encode(text.substr(0, 1200))) score_ids.push_back(id);
-  score_ids.resize(std::min<size_t>(score_ids.size(), 120));
-  const fs::path dir = test::temp_dir("glm-gguf");
-  const fs::path file = dir / "chatglm3.gguf";
-  export_gguf(m, tok.get(), file, DType::F32);
-  EXPECT_EQ(gguf::GGUFFile::open(file.string()).get_string("general.architecture"), "chatglm");
+// Exports m (f32) and checks that llama.cpp loads it as `arch` and that its next-token
+// log-probabilities over score_ids equal llmprune's forward pass on m (1e-3 relative).
+void expect_llamacpp_logprobs_agree(const Model& m, const Tokenizer& tok, const std::vector<int32_t>& score_ids,
+                                    const std::string& arch, const std::string& name) {
+  const fs::path dir = test::temp_dir(name);
+  const fs::path file = dir / (name + ".gguf");
+  export_gguf(m, &tok, file, DType::F32);
+  EXPECT_EQ(gguf::GGUFFile::open(file.string()).get_string("general.architecture"), arch);
   json req = {{"runs", json::array({json{{"model", file.string()}, {"strings", json::array({"In the beginning"})},
                                           {"prompt", "In the beginning"}, {"prompt_tokens", score_ids},
                                           {"n_predict", 4}, {"score_tokens", score_ids}}})}};
@@ -311,8 +297,55 @@ TEST(LlamaCppClient, ChatglmGgufAgreesWithLlmprune) {
   double max_rel = 0;
   for (size_t i = 0; i < mine.size(); i++)
     max_rel = std::max(max_rel, std::fabs(mine[i] - theirs[i]) / std::max(1.0, std::fabs(mine[i])));
-  std::printf("chatglm3 f32: max per-token |dlogp|/max(1,|logp|) %.1e over %zu tokens\n", max_rel, mine.size());
+  std::printf("%s as %s, f32: max per-token |dlogp|/max(1,|logp|) %.1e over %zu tokens\n", name.c_str(), arch.c_str(), max_rel,
+              mine.size());
   EXPECT_LT(max_rel, 1e-3);
+}
+
+std::vector<int32_t> kjv_test_ids(const Tokenizer& tok) {
+  std::string text;
+  {
+    std::ifstream in(test::fixture_text("kjv.test.txt"));
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::vector<int32_t> ids = tok.prefix_ids();
+  for (int32_t id : tok.encode(text.substr(0, 1200))) ids.push_back(id);
+  ids.resize(std::min<size_t>(ids.size(), 120));
+  return ids;
+}
+
+// ChatGLM3 (kjv-chatglm3, THUDM's format) as llama.cpp's chatglm: the file loads (its
+// SentencePiece vocabulary has the piece "eop", which the appended special "eop" would repeat:
+// llama.cpp aborts on a repeated token string, so the special is written "<eop>"), and the
+// log-probabilities over [gMASK] sop + 118 tokens of kjv.test.txt agree.
+TEST(LlamaCppClient, ChatglmGgufAgreesWithLlmprune) {
+  const std::string missing = missing_client();
+  if (missing.rfind("skip: ", 0) == 0) GTEST_SKIP() << "node-llama-cpp not available: " << missing.substr(6);
+  ASSERT_TRUE(missing.empty()) << missing.substr(6);
+  const fs::path model_dir = test::fixture_model("kjv-chatglm3");
+  auto tok = load_tokenizer_for_model(model_dir);  // [gMASK] sop, then SentencePiece alone
+  expect_llamacpp_logprobs_agree(Model::load(model_dir), *tok, kjv_test_ids(*tok), "chatglm", "chatglm3");
+}
+
+// transformers-native GLM (GlmForCausalLM) as llama.cpp's converter writes it: chatglm with
+// attn_q / attn_k / attn_v (+ biases) and ffn_up = gate_up_proj, half-head rotary.
+TEST(LlamaCppClient, GlmGgufAgreesWithLlmprune) {
+  const std::string missing = missing_client();
+  if (missing.rfind("skip: ", 0) == 0) GTEST_SKIP() << "node-llama-cpp not available: " << missing.substr(6);
+  ASSERT_TRUE(missing.empty()) << missing.substr(6);
+  auto s = test::RandomModelSpec::uniform(2, 4, 2, 48);
+  s.model_type = "glm";
+  s.hidden = 64;
+  s.head_dim = 16;  // 4 x 16 = hidden: llama.cpp's chatglm graph needs it
+  s.vocab = 4096;
+  s.qkv_bias = true;
+  s.seed = 5;
+  const fs::path dir = test::temp_dir("glm-model") / "glm-tiny";
+  fs::create_directories(dir);
+  save_model_files(test::make_random_model(s), dir, DType::F32, "");
+  fs::copy_file(test::fixture_model("phi3-tiny") / "tokenizer.model", dir / "tokenizer.model");
+  auto tok = load_tokenizer_for_model(dir);
+  expect_llamacpp_logprobs_agree(Model::load(dir), *tok, kjv_test_ids(*tok), "chatglm", "glm");
 }
 
 }  // namespace

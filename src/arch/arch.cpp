@@ -222,12 +222,14 @@ ArchDesc make_glm() {
   a.refusals = {
       {"partial_rotary_factor", "a rotated fraction of the head other than 0.5 is not supported (GLM rotates the first half)", 0.5},
   };
-  // llama.cpp reads GLM through its own converter (convert_hf_to_gguf.py maps GlmForCausalLM to
-  // its chatglm architecture with rope.dimension_count and freq_base from ChatGLM's keys);
-  // llmprune does not write that conversion.
-  a.gguf_arch = nullptr;
-  a.gguf_refusal = "llama.cpp's GLM support goes through its own convert_hf_to_gguf.py (architecture chatglm), which llmprune does not reproduce";
+  // llama.cpp's converter maps GlmForCausalLM to its chatglm architecture with q/k/v kept as
+  // attn_q / attn_k / attn_v (+ biases) and gate_up_proj as ffn_up [gate | up]; the graph rotates
+  // consecutive pairs on rope.dimension_count = half the head (rows as stored).
+  a.gguf_arch = "chatglm";
+  a.gguf_tokenizer_pre = "chatglm-spm";
   a.gguf_ragged = false;
+  a.gguf_heads_span_hidden = true;
+  a.gguf_biases = {Role::QBias, Role::KBias, Role::VBias};
   a.gguf_permute_qk = false;
   return a;
 }
