@@ -338,6 +338,7 @@ ArchDesc make_glm4() {
   a.residual.post_norm = true;
   // The pinned llama.cpp (node-llama-cpp 3.21.1) has a glm4 graph; llmprune's export to it (its
   // tensor names for the post-norms, the rope keys) is not written and proven yet.
+  a.gguf_arch = nullptr;  // not glm's chatglm export: llama.cpp has a glm4 graph of its own
   a.gguf_refusal = "GLM-4-0414: llmprune does not write llama.cpp's glm4 layout yet";
   a.gguf_ragged = false;
   a.gguf_permute_qk = false;
