@@ -18,6 +18,7 @@
 #include "arch/arch.h"
 #include "core/error.h"
 #include "graph/groups.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/backward.h"
 #include "model/forward.h"
@@ -250,14 +251,22 @@ TEST(Glm4, FactoryModelAndCachedDecode) {
 TEST(Glm4Cli, EverySubcommandRuns) {
   const std::string model = test::fixture_model(kModel).string();
   auto dir = test::temp_dir("run");
-  test::run_every_subcommand(model, dir,
-                             {"glm4", "k_proj.weight", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"},
-                              "model.layers.0.mlp.gate_up_proj.weight", kIds});
+  const auto p = test::run_every_subcommand(
+      model, dir, {"glm4", "k_proj.weight", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"},
+                   "model.layers.0.mlp.gate_up_proj.weight", kIds});
+  // GGUF as llama.cpp's glm4 (its own check: LlamaCppClient.Glm4GgufAgreesWithLlmprune): the
+  // post-norms as post_attention_norm / post_ffw_norm, the head size as key_length; uniform only.
   const std::string gguf = (dir / "x.gguf").string();
-  auto refused = test::run_cli("export " + model + " --gguf " + gguf);
-  EXPECT_EQ(refused.exit_code, 2);
-  EXPECT_NE(refused.err.find("no GGUF for this glm4 model: GLM-4-0414"), std::string::npos) << refused.err;
-  EXPECT_FALSE(std::filesystem::exists(gguf));
+  test::cli_ok("export " + model + " --gguf " + gguf);
+  gguf::GGUFFile gf = gguf::GGUFFile::open(gguf);
+  EXPECT_EQ(gf.get_string("general.architecture"), "glm4");
+  EXPECT_EQ(gf.get_uint("glm4.attention.key_length"), 8u);
+  EXPECT_NE(gf.find_tensor("blk.1.post_attention_norm.weight"), nullptr);
+  EXPECT_NE(gf.find_tensor("blk.1.post_ffw_norm.weight"), nullptr);
+  auto ragged = test::run_cli("export " + p.pruned.string() + " --gguf " + (dir / "r.gguf").string());
+  EXPECT_EQ(ragged.exit_code, 2);
+  EXPECT_NE(ragged.err.find("takes one head count and MLP width"), std::string::npos) << ragged.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "r.gguf"));
 }
 
 }  // namespace

@@ -348,5 +348,16 @@ TEST(LlamaCppClient, GlmGgufAgreesWithLlmprune) {
   expect_llamacpp_logprobs_agree(Model::load(dir), *tok, kjv_test_ids(*tok), "chatglm", "glm");
 }
 
+// GLM-4-0414 (glm4-tiny: head size 8 with hidden 40 and 4 heads, GQA, q/k/v biases) as
+// llama.cpp's glm4: post_attention_norm / post_ffw_norm, attn_q/k/v apart, ffn_up = gate_up_proj.
+TEST(LlamaCppClient, Glm4GgufAgreesWithLlmprune) {
+  const std::string missing = missing_client();
+  if (missing.rfind("skip: ", 0) == 0) GTEST_SKIP() << "node-llama-cpp not available: " << missing.substr(6);
+  ASSERT_TRUE(missing.empty()) << missing.substr(6);
+  const fs::path model_dir = test::fixture_model("glm4-tiny");
+  auto tok = load_tokenizer_for_model(model_dir);
+  expect_llamacpp_logprobs_agree(Model::load(model_dir), *tok, kjv_test_ids(*tok), "glm4", "glm4");
+}
+
 }  // namespace
 }  // namespace llmprune

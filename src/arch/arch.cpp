@@ -336,12 +336,13 @@ ArchDesc make_glm4() {
   a.layer[size_t(Role::PostAttnNorm)].pattern = "model.layers.%d.post_self_attn_layernorm.weight";
   a.layer[size_t(Role::PostMlpNorm)].pattern = "model.layers.%d.post_mlp_layernorm.weight";
   a.residual.post_norm = true;
-  // The pinned llama.cpp (node-llama-cpp 3.21.1) has a glm4 graph; llmprune's export to it (its
-  // tensor names for the post-norms, the rope keys) is not written and proven yet.
-  a.gguf_arch = nullptr;  // not glm's chatglm export: llama.cpp has a glm4 graph of its own
-  a.gguf_refusal = "GLM-4-0414: llmprune does not write llama.cpp's glm4 layout yet";
-  a.gguf_ragged = false;
-  a.gguf_permute_qk = false;
+  a.layer[size_t(Role::PostAttnNorm)].gguf = "blk.%d.post_attention_norm";
+  a.layer[size_t(Role::PostMlpNorm)].gguf = "blk.%d.post_ffw_norm";
+  // llama.cpp's glm4 graph: q/k/v apart (+ biases), ffn_up = [gate | up], the post-norms, rows as
+  // stored (consecutive-pair rotary), key_length for a head size other than hidden / heads.
+  a.gguf_arch = "glm4";
+  a.gguf_tokenizer_pre = nullptr;
+  a.gguf_heads_span_hidden = false;
   return a;
 }
 
