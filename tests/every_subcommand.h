@@ -44,6 +44,15 @@ inline std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& 
   return out;
 }
 
+// `export --gguf` of a model pruned unevenly is refused (one line, exit 2) by families whose
+// llama.cpp loader takes one head count and MLP width, and writes nothing at `out`.
+inline void expect_ragged_gguf_refused(const std::string& pruned, const std::filesystem::path& out) {
+  CmdResult r = run_cli("export " + pruned + " --gguf " + out.string());
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("takes one head count and MLP width"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
 // Runs every subcommand on `model`, writing under `dir` (not named "cli": run_cli uses that).
 inline EverySubcommandPaths run_every_subcommand(const std::string& model, const std::filesystem::path& dir,
                                                  const EverySubcommand& want) {
